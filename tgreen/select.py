@@ -1,0 +1,209 @@
+"""A green ``select`` module: ``select``, ``poll`` and ``epoll`` that block
+only the calling greenlet.
+
+Each call first asks the OS with a zero timeout (which also gives the
+stdlib's own errors for bad arguments and closed fds). Only if nothing is
+ready does it wait on the hub, then it asks the OS again for the exact
+answer. ``epoll`` wraps a real epoll object and waits for *its* fd to become
+readable, so edge-triggered and one-shot registrations behave as the kernel
+defines them. ::
+
+    from tgreen import select
+    r, w, x = select.select([sock], [], [], 5.0)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from . import _originals
+from .hub import Waiter, _TIMEDOUT, current_hub_if_any
+
+_std = _originals.module("select")
+for _name, _value in _std.__dict__.items():
+    if not _name.startswith("__"):
+        globals()[_name] = _value
+del _name, _value
+
+__all__ = [n for n in dir(_std) if not n.startswith("_")]
+
+_select = _std.select
+_poll = _std.poll
+_epoll = getattr(_std, "epoll", None)
+error = OSError
+
+
+def _fileno(obj: Any) -> int:
+    if isinstance(obj, int):
+        return obj
+    return obj.fileno()
+
+
+def _wait_fds(hub: Any, rfds: Iterable[int], wfds: Iterable[int], timeout: float | None) -> None:
+    """Block until any of the fds may be ready, or ``timeout`` passes."""
+    waiter = Waiter(hub)
+
+    def ready(fd: int, event: int) -> None:
+        waiter.switch(None)
+
+    handles = []
+    try:
+        events: dict[int, int] = {}
+        for fd in rfds:
+            events[fd] = events.get(fd, 0) | 1
+        for fd in wfds:
+            events[fd] = events.get(fd, 0) | 2
+        for fd, ev in events.items():
+            try:
+                handles.append(hub.add_listener(fd, ev, ready))
+            except (PermissionError, ValueError, OSError):
+                # Regular files are always ready for epoll's purposes: the
+                # zero-timeout check after waking reports them.
+                return
+        waiter.get(timeout, "select()")
+    finally:
+        for h in handles:
+            hub.remove_listener(h)
+
+
+def select(rlist: Any, wlist: Any, xlist: Any, timeout: float | None = None) -> tuple:
+    """``select.select`` that blocks only the current greenlet."""
+    if timeout is not None:
+        if not isinstance(timeout, (int, float)):
+            timeout = float(timeout)
+        if timeout < 0:
+            raise ValueError("timeout must be non-negative")
+    result = _select(rlist, wlist, xlist, 0)
+    if result[0] or result[1] or result[2] or timeout == 0:
+        return result
+    hub = current_hub_if_any()
+    if hub is None:
+        return _select(rlist, wlist, xlist, timeout)
+    rfds = [_fileno(o) for o in rlist]
+    wfds = [_fileno(o) for o in wlist]
+    _wait_fds(hub, rfds, wfds, timeout)
+    return _select(rlist, wlist, xlist, 0)
+
+
+class poll:
+    """``select.poll`` that blocks only the current greenlet."""
+
+    def __init__(self) -> None:
+        self._poll = _poll()
+        self._fds: dict[int, int] = {}
+
+    def register(self, fd: Any, eventmask: int = POLLIN | POLLPRI | POLLOUT) -> None:  # noqa: F821
+        self._poll.register(fd, eventmask)
+        self._fds[_fileno(fd)] = eventmask
+
+    def modify(self, fd: Any, eventmask: int) -> None:
+        self._poll.modify(fd, eventmask)
+        self._fds[_fileno(fd)] = eventmask
+
+    def unregister(self, fd: Any) -> None:
+        self._poll.unregister(fd)
+        self._fds.pop(_fileno(fd), None)
+
+    def poll(self, timeout: float | None = None) -> list:
+        """Like ``select.poll().poll``: ``timeout`` in milliseconds, None or
+        negative to wait forever."""
+        if timeout is not None:
+            ms = _std_poll_timeout(timeout)
+        else:
+            ms = -1
+        result = self._poll.poll(0)
+        if result or ms == 0:
+            return result
+        hub = current_hub_if_any()
+        if hub is None:
+            return self._poll.poll(ms)
+        rfds = [fd for fd, m in self._fds.items() if m & (POLLIN | POLLPRI)]  # noqa: F821
+        wfds = [fd for fd, m in self._fds.items() if m & POLLOUT]  # noqa: F821
+        _wait_fds(hub, rfds, wfds, None if ms < 0 else ms / 1000.0)
+        return self._poll.poll(0)
+
+
+def _std_poll_timeout(timeout: Any) -> int:
+    """Validate like CPython: an int-like number of ms, rounded up."""
+    if isinstance(timeout, float):
+        import math
+
+        if math.isnan(timeout):
+            raise ValueError("Invalid value NaN (not a number)")
+        ms = math.ceil(timeout)
+    else:
+        ms = timeout.__index__() if not isinstance(timeout, int) else timeout
+    if ms < 0:
+        return -1
+    if ms > 2**31 - 1:
+        raise OverflowError("Timeout value too large")
+    return ms
+
+
+if _epoll is not None:
+
+    class epoll:
+        """``select.epoll`` that blocks only the current greenlet."""
+
+        def __init__(self, sizehint: int = -1, flags: int = 0) -> None:
+            self._ep = _epoll(sizehint, flags)
+
+        @classmethod
+        def fromfd(cls, fd: int) -> "epoll":
+            self = cls.__new__(cls)
+            self._ep = _epoll.fromfd(fd)
+            return self
+
+        @property
+        def closed(self) -> bool:
+            return self._ep.closed
+
+        def fileno(self) -> int:
+            return self._ep.fileno()
+
+        def close(self) -> None:
+            if not self._ep.closed:
+                from .hub import peek_hub
+
+                hub = peek_hub()
+                if hub is not None:
+                    hub.notify_close(self._ep.fileno())
+            self._ep.close()
+
+        def register(self, fd: Any, eventmask: int = EPOLLIN | EPOLLPRI | EPOLLOUT) -> None:  # noqa: F821
+            self._ep.register(fd, eventmask)
+
+        def modify(self, fd: Any, eventmask: int) -> None:
+            self._ep.modify(fd, eventmask)
+
+        def unregister(self, fd: Any) -> None:
+            self._ep.unregister(fd)
+
+        def poll(self, timeout: float | None = None, maxevents: int = -1) -> list:
+            """Like ``select.epoll().poll``; ``timeout`` in seconds."""
+            if timeout is None:
+                secs = None
+            else:
+                secs = float(timeout)
+                if secs < 0:
+                    secs = None
+            result = self._ep.poll(0, maxevents)
+            if result or secs == 0:
+                return result
+            hub = current_hub_if_any()
+            if hub is None:
+                return self._ep.poll(timeout, maxevents)
+            # An epoll fd is readable when it has events to report.
+            _wait_fds(hub, [self._ep.fileno()], [], secs)
+            return self._ep.poll(0, maxevents)
+
+        def __enter__(self) -> "epoll":
+            if self._ep.closed:
+                raise ValueError("I/O operation on closed epoll object")
+            return self
+
+        def __exit__(self, *exc: Any) -> None:
+            self.close()
+
+__implements__ = ["select", "poll"] + (["epoll"] if _epoll is not None else [])
+_ = _TIMEDOUT
