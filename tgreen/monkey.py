@@ -94,8 +94,11 @@ def _patch(modname: str, items: dict[str, Any]) -> None:
 def _warn_stale_copies(modname: str, stale: dict[int, str]) -> None:
     """Warn about modules that copied a to-be-patched object by name before
     patching (``from time import sleep``): they keep the blocking one."""
+    stdlib = getattr(sys, "stdlib_module_names", ())
     for mname, m in list(sys.modules.items()):
-        if m is None or mname == modname or mname.startswith(_EXEMPT_PREFIXES):
+        # The stdlib's own copies are each patch's business (ssl: patch_ssl).
+        if (m is None or mname == modname or mname.startswith(_EXEMPT_PREFIXES)
+                or mname.partition(".")[0] in stdlib):
             continue
         d = getattr(m, "__dict__", None)
         if not d or d.get("__tgreen_original__"):

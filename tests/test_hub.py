@@ -1,0 +1,193 @@
+"""The hub: runner protocol, errors, would-block-forever, error reporting."""
+
+import asyncio
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from tornado.ioloop import IOLoop
+
+import tgreen
+from tgreen import socket
+
+
+def test_blocking_call_from_coroutine_raises_clear_error():
+    async def main():
+        with pytest.raises(tgreen.BlockingFromHubError, match="run_green"):
+            tgreen.sleep(0.01)
+
+    asyncio.run(main())
+
+
+def test_blocking_call_from_ioloop_callback_raises():
+    errors = []
+
+    def cb():
+        try:
+            tgreen.Event().wait()
+        except tgreen.BlockingFromHubError as e:
+            errors.append(e)
+        IOLoop.current().stop()
+
+    loop = IOLoop.current()
+    loop.add_callback(cb)
+    loop.start()
+    assert len(errors) == 1
+
+
+def test_main_waiting_on_nothing_gets_loop_exit_not_hang():
+    with pytest.raises(tgreen.LoopExit, match="block forever"):
+        tgreen.Event().wait()
+
+
+def test_join_of_deadlocked_greenlet_raises_loop_exit():
+    ev = tgreen.Event()
+    g = tgreen.spawn(ev.wait)
+    with pytest.raises(tgreen.LoopExit):
+        g.join()
+
+
+def test_no_loop_exit_while_a_timer_can_still_fire():
+    ev = tgreen.Event()
+    tgreen.spawn_later(0.05, ev.set)
+    assert ev.wait() is True
+
+
+def test_no_loop_exit_while_foreign_fd_is_registered():
+    # A foreign asyncio reader (say a Tornado server) may still wake us.
+    a, b = socket.socketpair()
+    ev = tgreen.Event()
+    loop = tgreen.get_hub().loop
+
+    def on_read():
+        loop.remove_reader(a.fileno())
+        ev.set()
+
+    loop.add_reader(a.fileno(), on_read)
+    loop.call_later(0.05, b.send, b"x")
+    assert ev.wait() is True
+    a.close()
+    b.close()
+
+
+def test_exception_in_spawned_greenlet_is_reported_and_hub_survives(capsys):
+    g = tgreen.spawn(lambda: 1 / 0)
+    g.join()
+    assert isinstance(g.exception, ZeroDivisionError)
+    err = capsys.readouterr().err
+    assert "ZeroDivisionError" in err and "Traceback" in err
+    assert tgreen.spawn(lambda: 42).get() == 42
+
+
+def test_systemexit_in_greenlet_reaches_main():
+    def bye():
+        raise SystemExit(3)
+
+    tgreen.spawn(bye)
+    with pytest.raises(SystemExit) as ei:
+        tgreen.sleep(0.1)
+    assert ei.value.code == 3
+
+
+def test_keyboardinterrupt_from_greenlet_reaches_main_in_subprocess():
+    code = textwrap.dedent("""
+        import tgreen
+        def f():
+            raise KeyboardInterrupt
+        tgreen.spawn(f)
+        try:
+            tgreen.sleep(1)
+        except KeyboardInterrupt:
+            print("main got it")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert "main got it" in out.stdout, out.stderr
+
+
+def test_second_reader_on_same_socket_gets_clear_error():
+    a, b = socket.socketpair()
+    g1 = tgreen.spawn(a.recv, 10)
+    g2 = tgreen.spawn(a.recv, 10)
+    tgreen.sleep(0.01)
+    assert isinstance(g2.exception, tgreen.ConcurrentWaitError)
+    b.send(b"hi")
+    assert g1.get(timeout=1) == b"hi"
+    a.close(); b.close()
+
+
+def test_reader_and_writer_on_same_socket_are_independent():
+    a, b = socket.socketpair()
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    reader = tgreen.spawn(a.recv, 10)
+    big = b"x" * (1 << 20)
+    writer = tgreen.spawn(a.sendall, big)
+    tgreen.sleep(0.01)
+    assert not reader.ready() and not writer.ready()
+    got = 0
+    while got < len(big):
+        got += len(b.recv(65536))
+    writer.get(timeout=5)
+    b.send(b"ok")
+    assert reader.get(timeout=5) == b"ok"
+    a.close(); b.close()
+
+
+def test_close_wakes_waiters_with_ebadf():
+    a, b = socket.socketpair()
+    g = tgreen.spawn(a.recv, 10)
+    tgreen.sleep(0.01)
+    a.close()
+    with pytest.raises(OSError) as ei:
+        g.get(timeout=1)
+    assert ei.value.errno == 9
+    b.close()
+
+
+def test_fd_reuse_after_close_is_watched_correctly():
+    # The loop must not keep a stale registration for a closed fd number.
+    for _ in range(50):
+        a, b = socket.socketpair()
+        g = tgreen.spawn(a.recv, 1)
+        tgreen.sleep(0)
+        b.send(b"z")
+        assert g.get(timeout=1) == b"z"
+        a.close(); b.close()
+
+
+def test_greenlets_spawned_in_a_tornado_app_run_on_its_loop():
+    results = []
+
+    async def handler():
+        def work():
+            tgreen.sleep(0.01)
+            results.append(asyncio.get_running_loop() is loop)
+        await tgreen.run_green(work)
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(handler())
+    loop.close()
+    assert results == [True]
+
+
+def test_uvloop_hub_runs_greenlets():
+    code = textwrap.dedent("""
+        import tgreen
+        tgreen.use_uvloop()
+        from tgreen import socket
+        a, b = socket.socketpair()
+        g = tgreen.spawn(a.recv, 5)
+        tgreen.sleep(0.01)
+        b.send(b"hello")
+        print(g.get(), type(tgreen.get_hub().loop).__module__)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert "b'hello' uvloop" in out.stdout, out.stderr
+
+
+def test_bad_loop_env_is_a_clear_error():
+    code = "import tgreen; tgreen.sleep(0)"
+    env = dict(os.environ, TGREEN_LOOP="nope")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=30)
+    assert out.returncode != 0 and "TGREEN_LOOP='nope'" in out.stderr
