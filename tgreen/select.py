@@ -14,6 +14,7 @@ defines them. ::
 
 from __future__ import annotations
 
+import operator as _operator
 from typing import Any, Iterable
 
 from . import _originals
@@ -69,8 +70,8 @@ def _wait_fds(hub: Any, rfds: Iterable[int], wfds: Iterable[int], timeout: float
 def select(rlist: Any, wlist: Any, xlist: Any, timeout: float | None = None) -> tuple:
     """``select.select`` that blocks only the current greenlet."""
     if timeout is not None:
-        if not isinstance(timeout, (int, float)):
-            timeout = float(timeout)
+        if not isinstance(timeout, float):
+            timeout = _operator.index(timeout)  # CPython's TypeError for "1", None-likes
         if timeout < 0:
             raise ValueError("timeout must be non-negative")
     result = _select(rlist, wlist, xlist, 0)
@@ -85,12 +86,24 @@ def select(rlist: Any, wlist: Any, xlist: Any, timeout: float | None = None) -> 
     return _select(rlist, wlist, xlist, 0)
 
 
-class poll:
-    """``select.poll`` that blocks only the current greenlet."""
+def poll() -> "_Poll":
+    """``select.poll()`` whose ``poll()`` blocks only the current greenlet."""
+    p = object.__new__(_Poll)
+    p._poll = _poll()
+    p._fds = {}
+    return p
 
-    def __init__(self) -> None:
-        self._poll = _poll()
-        self._fds: dict[int, int] = {}
+
+class _Poll:
+    """The object ``poll()`` returns; like CPython's, it cannot be
+    instantiated directly."""
+
+    __slots__ = ("_poll", "_fds")
+    _poll: Any
+    _fds: dict[int, int]
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> "_Poll":
+        raise TypeError(f"cannot create '{cls.__module__}.{cls.__qualname__}' instances")
 
     def register(self, fd: Any, eventmask: int = POLLIN | POLLPRI | POLLOUT) -> None:  # noqa: F821
         self._poll.register(fd, eventmask)

@@ -32,7 +32,7 @@ class SelectSelector(_std.SelectSelector):
 class PollSelector(_std.PollSelector):
     """``selectors.PollSelector`` over green ``poll``."""
 
-    _selector_cls = _green_select.poll
+    _selector_cls = staticmethod(_green_select.poll)
 
 
 if hasattr(_green_select, "epoll"):
