@@ -32,6 +32,7 @@ _AF_INET = _socket.AF_INET
 _AF_INET6 = _socket.AF_INET6
 _AI_NUMERICHOST = _socket.AI_NUMERICHOST
 _NI_NUMERICHOST = _socket.NI_NUMERICHOST
+_NoneType = type(None)
 
 
 def is_numeric_host(host: Any, family: int = 0) -> bool:
@@ -58,6 +59,9 @@ def _in_thread(fn: Any, *args: Any) -> Any:
 def getaddrinfo(host: Any, port: Any, family: int = 0, type: int = 0, proto: int = 0,
                 flags: int = 0) -> list:
     """``socket.getaddrinfo`` without blocking the loop."""
+    if not isinstance(host, (str, bytes, _NoneType)) or not all(
+            isinstance(a, int) for a in (family, type, proto, flags)):
+        return _getaddrinfo(host, port, family, type, proto, flags)  # its own TypeError
     if host is None or (flags & _AI_NUMERICHOST) or is_numeric_host(host):
         return _getaddrinfo(host, port, family, type, proto, flags)
     if isinstance(host, bytes):
@@ -69,23 +73,35 @@ def getaddrinfo(host: Any, port: Any, family: int = 0, type: int = 0, proto: int
 
 def gethostbyname(hostname: str) -> str:
     """``socket.gethostbyname`` without blocking the loop."""
-    if is_numeric_host(hostname, _AF_INET):
+    if not isinstance(hostname, str) or is_numeric_host(hostname, _AF_INET):
         return _gethostbyname(hostname)
     return _in_thread(_gethostbyname, hostname)
 
 
 def gethostbyname_ex(hostname: str) -> tuple:
     """``socket.gethostbyname_ex`` without blocking the loop."""
+    if not isinstance(hostname, str):
+        return _gethostbyname_ex(hostname)
     return _in_thread(_gethostbyname_ex, hostname)
 
 
 def gethostbyaddr(ip_address: str) -> tuple:
     """``socket.gethostbyaddr`` without blocking the loop."""
+    if not isinstance(ip_address, str):
+        return _gethostbyaddr(ip_address)
     return _in_thread(_gethostbyaddr, ip_address)
 
 
 def getnameinfo(sockaddr: tuple, flags: int) -> tuple:
     """``socket.getnameinfo`` without blocking the loop."""
-    if flags & _NI_NUMERICHOST and flags & _socket.NI_NUMERICSERV:
-        return _getnameinfo(sockaddr, flags)
+    # Bad arguments fail at once, in this thread, exactly as the stdlib's.
+    if (not isinstance(sockaddr, tuple) or not isinstance(flags, int)
+            or (flags & _NI_NUMERICHOST and flags & _socket.NI_NUMERICSERV)):
+        try:
+            return _getnameinfo(sockaddr, flags)
+        except BaseException:
+            # Our frame rides along in the traceback; don't let it keep the
+            # caller's argument alive (the C function would not).
+            del sockaddr
+            raise
     return _in_thread(_getnameinfo, sockaddr, flags)

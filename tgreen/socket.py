@@ -85,22 +85,40 @@ def _wait(sock: "socket", reading: bool, deadline: float | None) -> bool:
     return bool(p.poll(None if timeout is None else timeout * 1000.0))
 
 
+# Where each method takes its ``flags`` argument, positionally (and the
+# smallest argument count at which that position is the flags).
+_FLAGS_AT = {"recv": (1, 2), "recv_into": (2, 3), "recvfrom": (1, 2), "recvfrom_into": (2, 3),
+             "recvmsg": (2, 3), "recvmsg_into": (2, 3), "send": (1, 2), "sendto": (1, 3),
+             "sendmsg": (2, 3)}
+_MSG_DONTWAIT = getattr(_socket, "MSG_DONTWAIT", 0)
+
+
+def _dontwait(cname: str, args: tuple, kwargs: dict) -> bool:
+    """The caller passed MSG_DONTWAIT: EAGAIN is their answer, not ours to wait out."""
+    at = _FLAGS_AT.get(cname)
+    if at is None:
+        return False
+    idx, need = at
+    flags = args[idx] if len(args) >= need else kwargs.get("flags", 0)
+    return isinstance(flags, int) and bool(flags & _MSG_DONTWAIT)
+
+
 def _io_method(cname: str, reading: bool):
     cmeth = getattr(_csock, cname)
 
-    def method(self, *args):
+    def method(self, *args, **kwargs):
         try:
-            return cmeth(self, *args)
+            return cmeth(self, *args, **kwargs)
         except BlockingIOError:
             timeout = self._timeout
-            if timeout == 0.0:
+            if timeout == 0.0 or _dontwait(cname, args, kwargs):
                 raise
         deadline = None if timeout is None else _monotonic() + timeout
         while True:
             if not _wait(self, reading, deadline):
                 raise TimeoutError("timed out")
             try:
-                return cmeth(self, *args)
+                return cmeth(self, *args, **kwargs)
             except BlockingIOError:
                 pass
 
@@ -244,8 +262,11 @@ class socket(_StdSocket):
             if hub is not None:
                 hub.notify_close(fd)
         # What we hand over should behave as the user configured it.
-        if self._timeout != 0.0:
-            _csock.settimeout(self, self._timeout)
+        if self._timeout != 0.0 and fd >= 0:
+            try:
+                _csock.settimeout(self, self._timeout)
+            except OSError:
+                pass  # the fd was closed behind our back; detach anyway
         return _StdSocket.detach(self)
 
 
@@ -267,7 +288,9 @@ gethostbyname_ex = _dns.gethostbyname_ex
 gethostbyaddr = _dns.gethostbyaddr
 getnameinfo = _dns.getnameinfo
 
-#: The names ``monkey.patch_socket()`` replaces in the stdlib module.
-__implements__ = ["socket", "socketpair", "fromfd", "create_connection", "create_server",
-                  "has_dualstack_ipv6", "getfqdn"]
+#: The names ``monkey.patch_socket()`` replaces in the stdlib module. Only the
+#: class: the stdlib's own helpers (create_connection, socketpair, ...) look
+#: ``socket`` up at call time, so they turn green with it, and code that
+#: swaps ``socket.socket`` for a mock keeps working.
+__implements__ = ["socket"]
 __dns__ = ["getaddrinfo", "gethostbyname", "gethostbyname_ex", "gethostbyaddr", "getnameinfo"]
