@@ -52,6 +52,9 @@ BENCHMARKS = {
               "spawn trivial fn + joinall in batches of %d" % SPAWN_BATCH),
     "pingpong": ("round trips/s", True,
                  "socketpair echo, %d B messages" % PINGPONG_MSG),
+    "pingpong_main": ("round trips/s", True,
+                      "pingpong with the client side in the main greenlet "
+                      "(asyncio: same as pingpong)"),
     "bulk": ("MB/s", True,
              "socketpair, %d KiB sendall -> recv_into (MB = 10^6 B)"
              % (BULK_CHUNK // 1024)),
@@ -62,6 +65,10 @@ BENCHMARKS = {
                      "RSS increase for %d greenlets blocked in sleep(60)"
                      % MEMORY_N),
 }
+
+# Benchmarks that have no asyncio counterpart of their own: the asyncio
+# cells (and the tgreen/asyncio ratios) use this other row's numbers.
+ASYNCIO_SAME_AS = {"pingpong_main": "pingpong"}
 
 # (label, lib, loop)
 VARIANTS = [
@@ -324,26 +331,54 @@ def make_tgreen(loop):
 
 
 def run_green(bench, lib, loop, duration):
+    where = "greenlet"
+    if bench.endswith("_main"):
+        bench, where = bench[:-len("_main")], "main"
     if lib == "gevent":
         G, info = make_gevent()
     else:
         G, info = make_tgreen(loop)
     timer = Timer(duration)
-    if bench == "switch":
-        res = green_switch(G, timer)
-    elif bench == "spawn":
-        res = green_spawn(G, timer)
-    elif bench == "pingpong":
-        res = green_pingpong(G, timer)
-    elif bench == "bulk":
-        res = green_bulk(G, timer)
-    elif bench == "memory":
-        res = green_memory(G, "event")
-    elif bench == "memory_sleep":
-        res = green_memory(G, "sleep")
-    else:
+
+    def body():
+        if bench == "switch":
+            return green_switch(G, timer)
+        if bench == "spawn":
+            return green_spawn(G, timer)
+        if bench == "pingpong":
+            return green_pingpong(G, timer)
+        if bench == "bulk":
+            return green_bulk(G, timer)
+        if bench == "memory":
+            return green_memory(G, "event")
+        if bench == "memory_sleep":
+            return green_memory(G, "sleep")
         raise ValueError("unknown benchmark %r" % bench)
+
+    if where == "main":
+        # The main greenlet drives the benchmark itself (e.g. the client
+        # side of pingpong runs in the main greenlet).
+        res = body()
+    else:
+        # Run the driver in a spawned greenlet; the main greenlet only
+        # joins it (errors are carried back, not left to the library).
+        box = []
+
+        def wrapper():
+            try:
+                box.append((True, body()))
+            except BaseException as e:
+                box.append((False, e))
+
+        G.spawn(wrapper).join()
+        if not box:
+            raise RuntimeError("driver greenlet did not finish")
+        ok, val = box[0]
+        if not ok:
+            raise val
+        res = val
     res.update(info)
+    res["where"] = where
     return res
 
 
@@ -540,6 +575,7 @@ def run_asyncio(bench, loop, duration, api):
     else:
         factory = None
     timer = Timer(duration)
+    bench = ASYNCIO_SAME_AS.get(bench, bench)
     api = asyncio_api_for(bench, api)
 
     async def main():
@@ -663,6 +699,8 @@ def summarize(results, benches, variants):
     for bench in benches:
         for label, lib, loop in variants:
             runs = results.get((bench, label), [])
+            if lib == "asyncio" and not runs and bench in ASYNCIO_SAME_AS:
+                runs = results.get((ASYNCIO_SAME_AS[bench], label), [])
             good = [r["value"] for r in runs if r.get("ok")]
             bad = [r for r in runs if not r.get("ok")]
             cell = {"n": len(good), "runs": runs}
@@ -780,6 +818,11 @@ def versions():
                              cwd=REPO_ROOT, stdout=subprocess.PIPE,
                              stderr=subprocess.DEVNULL, timeout=10)
         v["tgreen (git HEAD)"] = rev.stdout.decode().strip() or "no commit"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "tgreen"],
+                               cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, timeout=10)
+        if dirty.stdout.strip():
+            v["tgreen (git HEAD)"] += " + uncommitted changes"
     except Exception:
         pass
     return v
@@ -794,6 +837,14 @@ def cpu_model():
     except OSError:
         pass
     return platform.processor() or "?"
+
+
+def loadavg():
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "?"
 
 
 def write_results(text):
@@ -834,6 +885,7 @@ def parent_main(args):
     timeout = args.timeout if args.timeout else (10 if args.quick else 120)
 
     results = {}
+    load_before = loadavg()
     t_start = time.monotonic()
     for rep in range(reps):
         for bench in benches:
@@ -841,6 +893,9 @@ def parent_main(args):
             order = variants[rep % len(variants):] + \
                 variants[:rep % len(variants)]
             for label, lib, loop in order:
+                if lib == "asyncio" and \
+                        ASYNCIO_SAME_AS.get(bench) in benches:
+                    continue  # aliased to another row in summarize()
                 res = run_child(bench, lib, loop, duration, args.asyncio_api,
                                 timeout)
                 results.setdefault((bench, label), []).append(res)
@@ -855,6 +910,7 @@ def parent_main(args):
                       % (rep + 1, reps, bench, label, msg),
                       file=sys.stderr, flush=True)
     total = time.monotonic() - t_start
+    load_after = loadavg()
 
     table = summarize(results, benches, variants)
     md = render_table(table, benches, variants)
@@ -873,16 +929,20 @@ def parent_main(args):
                       indent=1)
 
     if args.write:
-        cmd = " ".join(["python", "benchmarks/micro/bench.py"]
-                       + sys.argv[1:])
+        argv = list(sys.argv[1:])
+        if "--json" in argv:  # a local output path is noise in RESULTS.md
+            i = argv.index("--json")
+            del argv[i:i + 2]
+        cmd = " ".join(["python", "benchmarks/micro/bench.py"] + argv)
         v = versions()
         parts = [SECTION, ""]
         parts.append("Measured %s on %s (%d CPUs), Linux %s. Command: `%s` "
                      "(%d repetitions of ~%.2fs per child process, "
-                     "variants interleaved round-robin, median shown)."
+                     "variants interleaved round-robin, median shown). "
+                     "Load average (1/5/15 min) before: %s, after: %s."
                      % (datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
                         cpu_model(), os.cpu_count() or 0, platform.release(),
-                        cmd, reps, duration))
+                        cmd, reps, duration, load_before, load_after))
         parts.append("")
         api_desc = {"streams": "StreamReader/StreamWriter "
                                    "(asyncio.open_unix_connection)",
