@@ -36,6 +36,7 @@ from . import _originals
 
 __all__ = [
     "patch_all", "patch_socket", "patch_dns", "patch_time", "patch_select", "patch_selectors",
+    "patch_ssl", "patch_thread", "patch_queue", "patch_subprocess", "patch_os", "patch_signal",
     "is_module_patched", "is_object_patched", "get_original", "MonkeyPatchWarning",
 ]
 
@@ -205,6 +206,68 @@ def patch_selectors() -> None:
     _after_patch("selectors")
 
 
+def _patch_from(flag: str, modname: str, green_modname: str) -> bool:
+    """Patch stdlib ``modname`` from green module ``tgreen.<green_modname>``.
+
+    The green module either lists the names it replaces in ``__implements__``
+    or, when patching takes more than replacing attributes (threading's
+    main-thread bookkeeping, say), provides ``__patch__(patch)``, called with
+    this module's ``_patch`` so originals are still recorded in one place.
+    Returns False when that green module does not exist in this release.
+    """
+    try:
+        green = importlib.import_module(f"tgreen.{green_modname}")
+    except ModuleNotFoundError as e:
+        if e.name == f"tgreen.{green_modname}":
+            return False
+        raise
+    custom = getattr(green, "__patch__", None)
+    if custom is None and getattr(green, "__implements__", None) is None:
+        return False  # a green module that is not a stdlib replacement (yet)
+    if custom is not None:
+        custom(_patch)
+    else:
+        _patch(modname, {n: getattr(green, n) for n in green.__implements__})
+    _after_patch(flag)
+    return True
+
+
+def patch_ssl() -> None:
+    """Make ``ssl`` green: contexts created after this wrap green sockets."""
+    if not _patch_from("ssl", "ssl", "ssl"):
+        raise NotImplementedError("tgreen: green ssl is not available in this release")
+
+
+def patch_thread() -> None:
+    """Make ``threading``/``_thread`` green: threads become greenlets."""
+    if not _patch_from("thread", "threading", "threading"):
+        raise NotImplementedError("tgreen: green threading is not available in this release")
+
+
+def patch_queue() -> None:
+    """Make ``queue`` green."""
+    if not _patch_from("queue", "queue", "queue"):
+        raise NotImplementedError("tgreen: green queue is not available in this release")
+
+
+def patch_subprocess() -> None:
+    """Make ``subprocess`` green (waits and pipes)."""
+    if not _patch_from("subprocess", "subprocess", "subprocess"):
+        raise NotImplementedError("tgreen: green subprocess is not available in this release")
+
+
+def patch_os() -> None:
+    """Make the blocking ``os`` calls (``waitpid``, pipe reads) green."""
+    if not _patch_from("os", "os", "os"):
+        raise NotImplementedError("tgreen: green os is not available in this release")
+
+
+def patch_signal() -> None:
+    """Run ``signal.signal`` handlers in a greenlet on the loop."""
+    if not _patch_from("signal", "signal", "signal"):
+        raise NotImplementedError("tgreen: green signal is not available in this release")
+
+
 def patch_all(socket: bool = True, dns: bool = True, time: bool = True, select: bool = True,
               selectors: bool = True, ssl: bool = True, thread: bool = True, queue: bool = True,
               subprocess: bool = True, os: bool = True, signal: bool = True) -> None:
@@ -224,6 +287,18 @@ def patch_all(socket: bool = True, dns: bool = True, time: bool = True, select: 
         patch_select()
     if selectors:
         patch_selectors()
+    # Modules not shipped in this release are skipped (is_module_patched
+    # tells): a missing one must not stop the others.
+    for flag, on, modname, green_modname in (
+        ("ssl", ssl, "ssl", "ssl"),
+        ("queue", queue, "queue", "queue"),
+        ("thread", thread, "threading", "threading"),
+        ("subprocess", subprocess, "subprocess", "subprocess"),
+        ("os", os, "os", "os"),
+        ("signal", signal, "signal", "signal"),
+    ):
+        if on and not is_module_patched(flag):
+            _patch_from(flag, modname, green_modname)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -105,13 +105,14 @@ def _dontwait(cname: str, args: tuple, kwargs: dict) -> bool:
 
 def _io_method(cname: str, reading: bool):
     cmeth = getattr(_csock, cname)
+    need = _FLAGS_AT.get(cname, (0, 999))[1]
 
     def method(self, *args, **kwargs):
         try:
             return cmeth(self, *args, **kwargs)
         except BlockingIOError:
             timeout = self._timeout
-            if timeout == 0.0 or _dontwait(cname, args, kwargs):
+            if timeout == 0.0 or ((kwargs or len(args) >= need) and _dontwait(cname, args, kwargs)):
                 raise
         deadline = None if timeout is None else _monotonic() + timeout
         while True:
