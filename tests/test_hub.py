@@ -191,3 +191,31 @@ def test_bad_loop_env_is_a_clear_error():
     env = dict(os.environ, TGREEN_LOOP="nope")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=30)
     assert out.returncode != 0 and "TGREEN_LOOP='nope'" in out.stderr
+
+
+def test_each_os_thread_gets_its_own_hub():
+    import threading
+
+    hubs = {}
+
+    def work(name):
+        tgreen.sleep(0.01)
+        g = tgreen.spawn(lambda: 1)
+        hubs[name] = (tgreen.get_hub(), g.get())
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert len({id(h) for h, _ in hubs.values()}) == 3
+    assert all(v == 1 for _, v in hubs.values())
+    assert tgreen.get_hub() not in [h for h, _ in hubs.values()]
+
+
+def test_main_greenlet_timeout_while_running_the_loop():
+    with pytest.raises(tgreen.Timeout):
+        with tgreen.Timeout(0.05):
+            tgreen.Event().wait(5)
+    # and the loop is not left running behind our back
+    assert not tgreen.get_hub().loop.is_running()

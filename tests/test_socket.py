@@ -284,3 +284,39 @@ def test_ipv6_loopback():
     assert conn.recv(2) == b"v6"
     for s in (cs, conn, srv):
         s.close()
+
+
+def test_msg_dontwait_on_blocking_socket_raises_instead_of_waiting():
+    a, b = socket.socketpair()
+    assert a.gettimeout() is None
+    with pytest.raises(BlockingIOError):
+        a.recv(10, socket.MSG_DONTWAIT)
+    buf = bytearray(4)
+    with pytest.raises(BlockingIOError):
+        a.recv_into(buf, flags=socket.MSG_DONTWAIT)
+    b.send(b"ok")
+    assert a.recv(10, socket.MSG_DONTWAIT) == b"ok"
+    a.close(); b.close()
+
+
+def test_create_connection_follows_a_swapped_socket_class_when_patched():
+    # The stdlib helpers look `socket` up at call time: tgreen patches only
+    # the class, so a test double swapped in still takes effect.
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import tgreen.monkey; tgreen.monkey.patch_all()
+        import socket
+        class Boom(socket.socket):
+            def connect(self, addr):
+                raise TimeoutError("mocked")
+        socket.socket = Boom
+        try:
+            socket.create_connection(("127.0.0.1", 9))
+        except TimeoutError as e:
+            print("mock used:", e)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert "mock used: mocked" in out.stdout, out.stderr
