@@ -191,6 +191,9 @@ class Hub:
         self.pending_jobs = 0
         self._selector_guard = _install_selector_guard(self)
         self.handle_error = self._default_handle_error
+        if os.environ.get("TGREEN_MONITOR_MS"):  # the blocking detector, tgreen.monitor
+            from . import monitor
+            monitor.maybe_start_from_env(self)
 
     # -- the switch protocol -------------------------------------------------
 

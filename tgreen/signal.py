@@ -1,0 +1,210 @@
+"""A green ``signal``: handlers set with ``signal.signal`` run in a greenlet
+of their own, so they may block (sleep, talk to sockets, wait for a child)
+without freezing the event loop or running inside it. ::
+
+    import signal, tgreen.signal
+    tgreen.signal.signal(signal.SIGUSR1, lambda signum, frame: tgreen.sleep(0.1))
+    signal.getsignal(signal.SIGUSR1)          # the lambda, as set
+
+Theory of operation
+-------------------
+The handler the OS sees is a Python-level dispatcher (``_dispatch``); the
+user's handler is kept in ``_handlers``, and ``getsignal`` answers with it.
+CPython runs Python-level handlers in the main thread, between bytecodes, in
+whatever greenlet happens to be running. The dispatcher decides from there:
+
+* **The loop is not running** (a plain script between waits, or the main
+  greenlet blocked in a real call such as ``signal.pause()``): the handler
+  runs *at once*, in a new greenlet switched to from the interrupted one,
+  whose parent that is. An exception it raises is re-raised in the
+  interrupted code, exactly as with the stdlib (``raise_signal`` followed by
+  a check, SIGALRM handlers that raise to time something out).
+* **The loop is running** (the signal interrupted its ``select`` or a
+  greenlet): the handler is started by a loop callback, scheduled with
+  ``call_soon_threadsafe``, whose write to the loop's self-pipe also ends
+  the interrupted ``select`` at once. An exception it raises is thrown into
+  the greenlet the signal interrupted if that greenlet can still receive it
+  (a greenlet waiting, the runner in its wait); otherwise
+  KeyboardInterrupt/SystemExit go to the main greenlet and anything else is
+  reported like any greenlet's error.
+
+``loop.add_signal_handler`` was considered and not used: it binds a handler
+to one loop (lost when a hub's loop is replaced), owns the process-wide
+``set_wakeup_fd`` (which an asyncio or Tornado application may own already),
+makes ``getsignal`` answer with asyncio's no-op, and cannot run a handler
+synchronously when no loop runs. The dispatcher gets the same promptness from
+the self-pipe write.
+
+``SIGINT``'s ``default_int_handler``, ``SIG_DFL`` and ``SIG_IGN`` are
+installed as they are: Ctrl-C still raises KeyboardInterrupt in whatever
+runs, which the hub delivers to the main greenlet. ``pause()`` waits greenly
+for the next dispatched signal. ``sigwait``, ``sigwaitinfo`` and
+``sigtimedwait`` are the stdlib's (they block the thread; use them with
+``tgreen.threadpool`` or not at all).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from greenlet import getcurrent, greenlet
+
+from . import _originals
+from .greenlet import Greenlet
+from .hub import Waiter, current_hub_if_any, peek_hub
+
+_std = _originals.module("signal")
+for _name, _value in _std.__dict__.items():
+    if not _name.startswith("__"):
+        globals()[_name] = _value
+del _name, _value
+
+__implements__ = ["signal", "getsignal", "pause"]
+__all__ = [n for n in dir(_std) if not n.startswith("_")]
+
+_signal = _std.signal
+_getsignal = _std.getsignal
+_pause = getattr(_std, "pause", None)
+_default_int_handler = _std.default_int_handler
+_main_ident = _originals.get("_thread", "get_ident")()
+
+# signum -> the user's handler, valid while _dispatch is installed for it.
+_handlers: dict[int, Callable[[int, Any], Any]] = {}
+# Waiters of green pause() calls, woken after each dispatched handler ran.
+_pausers: list[Waiter] = []
+
+
+def _is_ours(installed: Any) -> bool:
+    return installed is _dispatch
+
+
+def getsignal(signalnum: int) -> Any:
+    """The handler for ``signalnum``: the one given to ``signal()``."""
+    installed = _getsignal(signalnum)
+    if _is_ours(installed):
+        return _handlers.get(signalnum, installed)
+    return installed
+
+
+def signal(signalnum: int, handler: Any) -> Any:
+    """Set the handler for ``signalnum``; a Python callable runs in a greenlet.
+
+    Returns the previous handler, as ``signal.signal`` does (the callable
+    given earlier, not tgreen's dispatcher).
+    """
+    if not callable(handler) or handler is _default_int_handler:
+        previous = _signal(signalnum, handler)  # the stdlib's checks and errors
+        old = _handlers.pop(int(signalnum), None)
+    else:
+        # Record first: the signal may arrive as soon as _dispatch is in.
+        key = int(signalnum)
+        old = _handlers.get(key)
+        _handlers[key] = handler
+        try:
+            previous = _signal(signalnum, _dispatch)
+        except BaseException:
+            if old is None:
+                _handlers.pop(key, None)
+            else:
+                _handlers[key] = old
+            raise
+    if _is_ours(previous) and old is not None:
+        return old
+    return previous
+
+
+def _dispatch(signum: int, frame: Any) -> None:
+    """Installed at the OS level for every green handler (module docstring)."""
+    handler = _handlers.get(signum)
+    if handler is None:
+        return
+    hub = peek_hub()
+    interrupted = getcurrent()
+    if hub is None or hub.loop.is_closed() or (
+            not hub.loop.is_running() and hub._runner is None):
+        _run_now(handler, signum, frame, interrupted)
+        _wake_pausers(hub)
+        return
+    try:
+        hub.loop.call_soon_threadsafe(_start, hub, handler, signum, frame, interrupted)
+    except RuntimeError:  # the loop closed under us
+        _run_now(handler, signum, frame, interrupted)
+
+
+def _run_now(handler: Callable, signum: int, frame: Any, interrupted: greenlet) -> None:
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            handler(signum, frame)
+        except BaseException as e:  # noqa: BLE001 - re-raised below
+            failure.append(e)
+
+    greenlet(run, parent=interrupted).switch()
+    if failure:
+        try:
+            raise failure[0]
+        finally:
+            failure.clear()
+
+
+class _HandlerGreenlet(Greenlet):
+    """Runs one signal handler; routes its exception as the docstring says."""
+
+    report_errors = False
+
+    def __init__(self, handler: Callable, signum: int, frame: Any, interrupted: greenlet) -> None:
+        super().__init__(handler, signum, frame)
+        self._interrupted = interrupted
+
+    def run(self) -> None:
+        hub = self.hub
+        try:
+            super().run()
+        finally:
+            _wake_pausers(hub)
+        exc = self.exception
+        target = self._interrupted
+        self._interrupted = None
+        if exc is None:
+            return
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            return  # Greenlet.run forwarded it to the main greenlet already
+        if (target is not None and not target.dead and target is not self
+                and (target is not hub.root or hub._runner is not None)):
+            hub.loop.call_soon(hub._throw, target, exc)
+        else:
+            hub.handle_error(self, exc)
+
+
+def _start(hub: Any, handler: Callable, signum: int, frame: Any, interrupted: greenlet) -> None:
+    _HandlerGreenlet(handler, signum, frame, interrupted).switch()
+
+
+def _wake_pausers(hub: Any) -> None:
+    if _pausers:
+        waiters = list(_pausers)
+        del _pausers[:]
+        for w in waiters:
+            w.hub.loop.call_soon(w.switch, None)
+
+
+if _pause is not None:
+    def pause() -> None:
+        """Block the calling greenlet until a signal handler has run."""
+        hub = current_hub_if_any()
+        if hub is None or hub.thread_ident != _main_ident:
+            return _pause()
+        w = Waiter(hub)
+        _pausers.append(w)
+        # Only a signal can end this wait, which the loop cannot see coming:
+        # do not let it count as "waiting forever".
+        hub.pending_jobs += 1
+        try:
+            w.get(None, "signal.pause()")
+        finally:
+            hub.pending_jobs -= 1
+            if w in _pausers:
+                _pausers.remove(w)
+else:  # pragma: no cover - Windows
+    __implements__.remove("pause")
