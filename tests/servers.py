@@ -1,0 +1,272 @@
+"""Real database servers for the library tests, started by the tests themselves.
+
+What this file owns: starting Redis, PostgreSQL and MariaDB on free loopback
+ports in temporary directories, waiting until they accept connections, and
+removing every trace at the end of the session. Rules:
+
+1. Loopback only (``127.0.0.1``), a random free port, a fresh temp dir: the
+   tests never touch a system-wide server or its data.
+2. A server whose binary is not installed makes its tests *skip*, naming the
+   Debian package that brings it; a server that is installed but fails to
+   start is an error, with its log in the message.
+3. Servers that refuse to run as root (postgres, mariadbd) are run as an
+   unprivileged system user (``postgres``/``mysql``, else ``nobody``); the
+   temp dir is handed to that user.
+
+Use the fixtures from a test module::
+
+    from servers import redis_server  # noqa: F401 - pytest fixture
+
+    def test_x(redis_server):
+        host, port = redis_server.host, redis_server.port
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+import pytest
+
+HOST = "127.0.0.1"
+START_TIMEOUT = 60.0
+
+
+@dataclass
+class Server:
+    """A running server: where it listens, and how to stop it."""
+
+    name: str
+    host: str
+    port: int
+    proc: subprocess.Popen
+    tmpdir: str
+    logfile: str
+    info: dict = field(default_factory=dict)
+
+    def log(self) -> str:
+        try:
+            with open(self.logfile, errors="replace") as f:
+                return f.read()[-4000:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        shutil.rmtree(self.tmpdir, ignore_errors=True)
+
+
+def free_port() -> int:
+    """A port that was free on loopback a moment ago."""
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def find_binary(name: str, *patterns: str) -> str | None:
+    """``name`` on PATH (plus /usr/sbin), else the first match of ``patterns``."""
+    path = os.environ.get("PATH", "") + os.pathsep + "/usr/sbin:/sbin"
+    found = shutil.which(name, path=path)
+    if found:
+        return found
+    for pattern in patterns:
+        hits = sorted(glob.glob(pattern), reverse=True)  # newest version first
+        if hits:
+            return hits[0]
+    return None
+
+
+def _run_as(preferred: str) -> pwd.struct_passwd | None:
+    """The unprivileged user to run a server as, or None when we are not root."""
+    if os.geteuid() != 0:
+        return None
+    for name in (preferred, "nobody"):
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            continue
+    pytest.skip(f"running as root and neither {preferred!r} nor 'nobody' exists to run the server")
+
+
+def _make_tmpdir(prefix: str, user: pwd.struct_passwd | None) -> str:
+    d = tempfile.mkdtemp(prefix=prefix)
+    if user is not None:
+        os.chown(d, user.pw_uid, user.pw_gid)
+    return d
+
+
+def _popen(argv: list[str], user: pwd.struct_passwd | None, logfile: str, **kw) -> subprocess.Popen:
+    log = open(logfile, "ab")
+    try:
+        extra = {}
+        if user is not None:
+            extra = dict(user=user.pw_uid, group=user.pw_gid, extra_groups=[])
+        env = dict(os.environ, HOME=os.path.dirname(logfile), LC_ALL="C")
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                env=env, start_new_session=True, **extra, **kw)
+    finally:
+        log.close()
+
+
+def _run(argv: list[str], user: pwd.struct_passwd | None, logfile: str, what: str) -> None:
+    proc = _popen(argv, user, logfile)
+    try:
+        rc = proc.wait(START_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        rc = "timeout"
+    if rc != 0:
+        with open(logfile, errors="replace") as f:
+            tail = f.read()[-4000:]
+        raise RuntimeError(f"{what} failed ({rc}):\n{tail}")
+
+
+def _wait_until(server: Server, ready) -> None:
+    """Poll ``ready()`` until it is true; fail with the server's log if it dies."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            log = server.log()
+            server.stop()
+            raise RuntimeError(f"{server.name} exited with {server.proc.returncode}:\n{log}")
+        try:
+            if ready():
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    log = server.log()
+    server.stop()
+    raise RuntimeError(f"{server.name} did not start within {START_TIMEOUT} s:\n{log}")
+
+
+def _tcp_answers(port: int) -> bool:
+    with socket.create_connection((HOST, port), timeout=1):
+        return True
+
+
+# -- Redis ------------------------------------------------------------------------
+
+
+def start_redis() -> Server:
+    binary = find_binary("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (Debian package: redis-server)")
+    tmp = _make_tmpdir("tgreen-redis-", None)
+    port = free_port()
+    logfile = os.path.join(tmp, "redis.log")
+    proc = _popen([binary, "--bind", HOST, "--port", str(port), "--dir", tmp, "--save", "",
+                   "--appendonly", "no", "--daemonize", "no", "--protected-mode", "no",
+                   "--maxclients", "1000"], None, logfile)
+    server = Server("redis-server", HOST, port, proc, tmp, logfile)
+
+    def ready() -> bool:
+        with socket.create_connection((HOST, port), timeout=1) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(64).startswith(b"+PONG")
+
+    _wait_until(server, ready)
+    return server
+
+
+# -- PostgreSQL -------------------------------------------------------------------
+
+
+def start_postgres() -> Server:
+    postgres = find_binary("postgres", "/usr/lib/postgresql/*/bin/postgres")
+    initdb = find_binary("initdb", "/usr/lib/postgresql/*/bin/initdb")
+    if postgres is None or initdb is None:
+        pytest.skip("PostgreSQL is not installed (Debian package: postgresql)")
+    user = _run_as("postgres")
+    tmp = _make_tmpdir("tgreen-pg-", user)
+    data = os.path.join(tmp, "data")
+    logfile = os.path.join(tmp, "postgres.log")
+    dbuser = "tgreen"
+    _run([initdb, "-D", data, "-U", dbuser, "--auth=trust", "-E", "UTF8", "--no-sync",
+          "--no-instructions"], user, logfile, "initdb")
+    port = free_port()
+    proc = _popen([postgres, "-D", data, "-p", str(port), "-k", tmp,
+                   "-c", f"listen_addresses={HOST}", "-c", "fsync=off",
+                   "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+                   "-c", "max_connections=200", "-c", "shared_buffers=32MB"], user, logfile)
+    server = Server("postgres", HOST, port, proc, tmp, logfile,
+                    info={"user": dbuser, "dbname": "postgres", "password": ""})
+
+    def ready() -> bool:
+        # The startup packet gets an answer only once the server accepts
+        # logins; before that the postmaster says "the database system is
+        # starting up" and closes. An SSLRequest is the smallest probe.
+        with socket.create_connection((HOST, port), timeout=1) as s:
+            s.sendall((8).to_bytes(4, "big") + (80877103).to_bytes(4, "big"))
+            if s.recv(1) not in (b"N", b"S"):
+                return False
+        if "ready to accept connections" in server.log():
+            return True
+        return False
+
+    _wait_until(server, ready)
+    return server
+
+
+# -- MariaDB ----------------------------------------------------------------------
+
+
+def start_mariadb() -> Server:
+    mariadbd = find_binary("mariadbd") or find_binary("mysqld")
+    install_db = find_binary("mariadb-install-db") or find_binary("mysql_install_db")
+    if mariadbd is None or install_db is None:
+        pytest.skip("MariaDB is not installed (Debian package: mariadb-server)")
+    user = _run_as("mysql")
+    tmp = _make_tmpdir("tgreen-mariadb-", user)
+    data = os.path.join(tmp, "data")
+    logfile = os.path.join(tmp, "mariadb.log")
+    common = ["--no-defaults", f"--datadir={data}"]
+    _run([install_db, *common, "--auth-root-authentication-method=normal", "--skip-test-db",
+          "--skip-name-resolve"], user, logfile, "mariadb-install-db")
+    port = free_port()
+    proc = _popen([mariadbd, *common, f"--port={port}", f"--bind-address={HOST}",
+                   f"--socket={tmp}/mysqld.sock", f"--pid-file={tmp}/mysqld.pid",
+                   "--skip-grant-tables", "--skip-name-resolve", "--skip-log-bin",
+                   "--max-connections=300", "--innodb-buffer-pool-size=16M",
+                   "--innodb-flush-log-at-trx-commit=0", "--performance-schema=OFF"],
+                  user, logfile)
+    server = Server("mariadbd", HOST, port, proc, tmp, logfile,
+                    info={"user": "root", "password": "", "database": "mysql"})
+    _wait_until(server, lambda: "ready for connections" in server.log() and _tcp_answers(port))
+    return server
+
+
+# -- fixtures -----------------------------------------------------------------------
+
+
+def _fixture(start):
+    name = start.__name__.replace("start_", "") + "_server"
+
+    @pytest.fixture(scope="session", name=name)
+    def fixture():
+        server = start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+    return fixture
+
+
+redis_server = _fixture(start_redis)
+postgres_server = _fixture(start_postgres)
+mariadb_server = _fixture(start_mariadb)

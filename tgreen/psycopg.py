@@ -1,0 +1,259 @@
+"""Green PostgreSQL: make psycopg2 and psycopg 3 wait on the tgreen hub.
+
+Both drivers are libpq in C, so monkey-patching the socket module does not
+reach them: libpq owns its socket and, left alone, blocks the whole OS thread
+inside ``PQgetResult``/``poll()``. Both drivers let the application take over
+the waiting; this module does that with the hub. Call it once at start-up::
+
+    import tgreen.monkey; tgreen.monkey.patch_all()
+    import tgreen.psycopg
+    tgreen.psycopg.make_psycopg2_green()   # psycopg2: a wait callback
+    tgreen.psycopg.make_psycopg_green()    # psycopg 3: green wait functions
+
+    conn = psycopg2.connect(host="127.0.0.1", dbname="app")
+    # queries from many greenlets now run concurrently, one connection each
+
+Theory of operation
+-------------------
+psycopg2: with a wait callback set, every connection runs libpq in
+non-blocking mode and calls ``callback(conn)`` whenever it would block. The
+callback polls the connection (``conn.poll()``) and waits on the hub for the
+fd to become readable or writable until the poll says ``POLL_OK``.
+
+psycopg 3: every blocking operation is a generator that yields the wait it
+needs and is driven by ``psycopg.waiting.wait`` (``wait_conn`` while
+connecting, when the fd may change). Connections look both names up in the
+module at call time, so replacing them is enough. Under ``patch_all()`` and
+without this call, psycopg 3 with its C speedups (``psycopg[binary]`` or
+``psycopg[c]``) waits in C (``wait_c``) and blocks the thread; the pure
+Python build waits with ``select.poll`` and is green, but pays a 0.1 s
+polling interval whenever a closed libpq fd's number is reused (see rule 2).
+
+Cancellation. A greenlet killed or timed out (``tgreen.Timeout``) in the
+middle of a query must not leave the query running in the server, holding a
+backend and its locks. psycopg2: the callback catches the exception, sends a
+cancel request (``conn.cancel()``, in a real OS thread because libpq's cancel
+connects and blocks), waits up to ``CANCEL_TIMEOUT`` for the server to give
+up the query, then re-raises the original exception; psycopg2 then closes
+the connection, as it always does when its wait callback raises. psycopg 3
+already does the same for ``KeyboardInterrupt``: we add ``GreenletExit`` and
+``tgreen.Timeout`` to the exceptions it treats that way, and its own
+non-blocking cancel (libpq >= 17) goes through our green ``wait_conn``.
+
+Rules of this file:
+
+1. Waits go through the hub (``wait_read``/``wait_write``/listeners), never
+   through the loop directly, so the hub's per-fd bookkeeping stays right.
+2. libpq closes its fds itself, behind tgreen's back. A loop registration
+   left on a closed fd would be inherited by the next fd with that number
+   and never fire, so every wait here starts and ends by making the hub
+   forget the fd (``Hub.notify_close``; nobody else waits on a libpq fd).
+3. One connection serves one greenlet at a time, as with threads. psycopg2
+   raises ``ProgrammingError`` on concurrent use in green mode; psycopg 3
+   serializes with a ``threading.Lock``, which is only safe across greenlets
+   when ``patch_all(thread=True)`` has made it green.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Generator
+
+from .greenlet import GreenletExit
+from .hub import _TIMEDOUT, Hub, Waiter, get_hub
+from .timeout import Timeout
+
+__all__ = ["make_psycopg2_green", "psycopg2_wait_callback", "make_psycopg_green",
+           "psycopg_wait", "psycopg_wait_conn", "CANCEL_TIMEOUT"]
+
+#: Seconds a killed query may take to stop in the server after the cancel
+#: request, before the connection is abandoned (psycopg2 closes it anyway).
+CANCEL_TIMEOUT = 5.0
+
+_READ, _WRITE = 1, 2  # psycopg 3's Wait/Ready values, also the hub's listener events
+
+
+def _forget(hub: Hub, fd: int) -> None:
+    """Drop any loop registration on ``fd`` (rule 2)."""
+    if fd in hub._watches:
+        hub.notify_close(fd)
+
+
+# -- psycopg2 -------------------------------------------------------------------------
+
+
+def make_psycopg2_green() -> None:
+    """Install ``psycopg2_wait_callback``: psycopg2 queries become green.
+
+    Idempotent. Affects every psycopg2 connection made afterwards, in every
+    thread (a plain OS thread without a running hub blocks as usual).
+    """
+    from psycopg2 import extensions
+
+    extensions.set_wait_callback(psycopg2_wait_callback)
+
+
+def psycopg2_wait_callback(conn: Any, timeout: float | None = None) -> None:
+    """psycopg2's wait callback: poll ``conn`` and wait for its fd on the hub."""
+    from psycopg2 import OperationalError, extensions
+
+    hub = get_hub()
+    fd = conn.fileno()
+    _forget(hub, fd)
+    try:
+        while True:
+            state = conn.poll()
+            if state == extensions.POLL_OK:
+                return
+            try:
+                if state == extensions.POLL_READ:
+                    hub.wait_read(fd, timeout)
+                elif state == extensions.POLL_WRITE:
+                    hub.wait_write(fd, timeout)
+                else:
+                    raise OperationalError(f"tgreen: bad result from poll: {state!r}")
+            except BaseException:
+                _psycopg2_cancel(conn, hub, fd)
+                raise
+    finally:
+        _forget(hub, fd)
+
+
+def _psycopg2_cancel(conn: Any, hub: Hub, fd: int) -> None:
+    """The wait was interrupted: stop the query in the server, best effort.
+
+    The caller re-raises the interruption afterwards and psycopg2 closes the
+    connection; what this adds is that the server stops working for nobody.
+    """
+    from psycopg2 import extensions
+
+    if conn.closed or conn.status not in (extensions.STATUS_BEGIN,
+                                          extensions.STATUS_IN_TRANSACTION):
+        return  # still connecting: nothing runs in the server yet
+    from . import threadpool
+
+    try:
+        with Timeout(CANCEL_TIMEOUT):
+            threadpool.run(conn.cancel)
+            # Drain until the server answers: QueryCanceledError, or the
+            # query's own result if it finished first.
+            while True:
+                state = conn.poll()
+                if state == extensions.POLL_OK:
+                    return
+                if state == extensions.POLL_READ:
+                    hub.wait_read(fd)
+                else:
+                    hub.wait_write(fd)
+    except Timeout:
+        return
+    except Exception:  # noqa: BLE001 - QueryCanceledError is the expected way out
+        return
+    # A second kill while cancelling (BaseException) propagates, and wins.
+
+
+# -- psycopg 3 --------------------------------------------------------------------------
+
+
+def make_psycopg_green() -> None:
+    """Make psycopg 3's synchronous connections wait on the hub.
+
+    Replaces ``psycopg.waiting.wait`` and ``wait_conn`` (looked up at call
+    time by every connection, so it works even when psycopg was imported
+    first) and lets a killed or timed-out greenlet cancel its query the way
+    psycopg cancels on Ctrl-C. Idempotent.
+    """
+    import psycopg.waiting
+
+    psycopg.waiting.wait = psycopg_wait
+    psycopg.waiting.wait_conn = psycopg_wait_conn
+    try:
+        import psycopg.connection as pconn
+    except ImportError:  # pragma: no cover - layout of other psycopg versions
+        return
+    interrupted = getattr(pconn, "_INTERRUPTED", None)
+    if isinstance(interrupted, tuple):
+        extra = tuple(e for e in (GreenletExit, Timeout) if e not in interrupted)
+        pconn._INTERRUPTED = interrupted + extra
+
+
+def _wait_fd(hub: Hub, fd: int, wait: int, timeout: float | None) -> int:
+    """Wait for ``wait`` (1 read, 2 write, 3 either) on ``fd``; return what is
+    ready (0 on timeout)."""
+    if wait == _READ:
+        return _READ if hub.wait_read(fd, timeout) else 0
+    if wait == _WRITE:
+        return _WRITE if hub.wait_write(fd, timeout) else 0
+    waiter = Waiter(hub)
+    handle = hub.add_listener(fd, _READ | _WRITE, lambda _fd, event: waiter.switch(event))
+    try:
+        event = waiter.get(timeout, "waiting for a PostgreSQL connection")
+    finally:
+        hub.remove_listener(handle)
+    if event is _TIMEDOUT:
+        return 0
+    if event == 0:
+        import psycopg
+
+        raise psycopg.OperationalError("connection socket closed")
+    return event
+
+
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else max(deadline - time.monotonic(), 0.0)
+
+
+def _timed_out() -> BaseException:
+    from psycopg import errors
+
+    return errors._WaitTimeout("wait timeout expired")
+
+
+def psycopg_wait(gen: Generator, fileno: int, interval: float = 0.0,
+                 timeout: float | None = None) -> Any:
+    """A green ``psycopg.waiting.wait``: drive ``gen`` waiting on the hub.
+
+    ``interval`` (psycopg's Ctrl-C polling period) is not needed: the hub
+    delivers KeyboardInterrupt to the main greenlet by itself.
+    """
+    hub = get_hub()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    _forget(hub, fileno)
+    try:
+        s = next(gen)
+        while True:
+            ready = _wait_fd(hub, fileno, s, _remaining(deadline))
+            if not ready:
+                raise _timed_out()
+            s = gen.send(ready)
+    except StopIteration as ex:
+        return ex.value
+    finally:
+        _forget(hub, fileno)
+
+
+def psycopg_wait_conn(gen: Generator, interval: float = 0.0, timeout: float | None = None) -> Any:
+    """A green ``psycopg.waiting.wait_conn``: like ``psycopg_wait``, but the
+    generator names the fd with each wait (it changes while connecting)."""
+    hub = get_hub()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    last = -1
+    try:
+        fileno, s = next(gen)
+        while True:
+            if fileno != last:
+                # libpq closed ``last`` inside gen.send(), with no switch since:
+                # its number cannot belong to anyone else yet.
+                if last >= 0:
+                    _forget(hub, last)
+                _forget(hub, fileno)
+                last = fileno
+            ready = _wait_fd(hub, fileno, s, _remaining(deadline))
+            if not ready:
+                raise _timed_out()
+            fileno, s = gen.send(ready)
+    except StopIteration as ex:
+        return ex.value
+    finally:
+        if last >= 0:
+            _forget(hub, last)
