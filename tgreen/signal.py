@@ -208,3 +208,10 @@ if _pause is not None:
                 _pausers.remove(w)
 else:  # pragma: no cover - Windows
     __implements__.remove("pause")
+
+# They stand in for the stdlib's pure-Python functions once patched, which
+# say they come from "signal" (pydoc and pickle-by-name rely on it).
+for _f in (signal, getsignal, globals().get("pause")):
+    if _f is not None and _f is not _pause:
+        _f.__module__ = "signal"
+del _f

@@ -1,0 +1,177 @@
+"""tgreen.signal: handlers run in greenlets; SIGINT still interrupts main.
+
+Every scenario runs in a fresh interpreter: signal handlers are process-wide
+state, and pytest may run with SIGINT ignored (as background jobs are), so
+each script installs what it needs."""
+
+import subprocess
+import sys
+import textwrap
+
+PRELUDE = """
+import tgreen.monkey; tgreen.monkey.patch_all()
+import os, signal, time, greenlet, tgreen
+signal.signal(signal.SIGINT, signal.default_int_handler)
+MAIN = greenlet.getcurrent()
+"""
+
+
+def run(code: str, timeout: float = 20) -> str:
+    out = subprocess.run([sys.executable, "-c", PRELUDE + textwrap.dedent(code)],
+                         capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout
+
+
+def test_handler_runs_in_its_own_greenlet_and_may_block_greenly():
+    out = run("""
+        seen = []
+        def handler(signum, frame):
+            me = greenlet.getcurrent()
+            seen.append((signum, me is not MAIN, isinstance(me, tgreen.Greenlet)))
+            time.sleep(0.05)               # green: other greenlets keep running
+            seen.append("slept")
+        signal.signal(signal.SIGUSR1, handler)
+        ticks = []
+        def ticker():
+            for _ in range(20):
+                time.sleep(0.01); ticks.append(1)
+        t = tgreen.spawn(ticker)
+        tgreen.spawn_later(0.02, os.kill, os.getpid(), signal.SIGUSR1)
+        time.sleep(0.15)                   # the signal arrives while main waits
+        t.join()
+        assert seen == [(signal.SIGUSR1, True, True), "slept"], seen
+        assert len(ticks) == 20
+        print("ok")
+    """)
+    assert out.strip() == "ok"
+
+
+def test_handler_runs_promptly_while_the_loop_sleeps():
+    out = run("""
+        got = []
+        signal.signal(signal.SIGUSR1, lambda s, f: got.append(time.monotonic()))
+        sent = []
+        def sender():
+            sent.append(time.monotonic()); os.kill(os.getpid(), signal.SIGUSR1)
+        tgreen.spawn_later(0.05, sender)
+        time.sleep(0.5)                    # the loop sleeps in epoll meanwhile
+        assert got and got[0] - sent[0] < 0.05, (got, sent)
+        print("ok")
+    """)
+    assert out.strip() == "ok"
+
+
+def test_handler_runs_at_once_when_no_loop_runs():
+    out = run("""
+        seen = []
+        def handler(signum, frame):
+            seen.append(greenlet.getcurrent() is not MAIN)
+        signal.signal(signal.SIGUSR1, handler)
+        signal.raise_signal(signal.SIGUSR1)
+        assert seen == [True], seen        # ran before raise_signal returned
+        os.kill(os.getpid(), signal.SIGUSR1)
+        assert seen == [True, True], seen
+        print("ok")
+    """)
+    assert out.strip() == "ok"
+
+
+def test_getsignal_returns_the_handler_that_was_set():
+    out = run("""
+        def h(signum, frame): pass
+        def h2(signum, frame): pass
+        prev = signal.signal(signal.SIGUSR2, h)
+        assert prev == signal.SIG_DFL, prev
+        assert signal.getsignal(signal.SIGUSR2) is h
+        assert signal.signal(signal.SIGUSR2, h2) is h
+        assert signal.signal(signal.SIGUSR2, signal.SIG_IGN) is h2
+        assert signal.getsignal(signal.SIGUSR2) == signal.SIG_IGN
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        try:
+            signal.signal(signal.SIGUSR2, None)
+        except TypeError:
+            pass
+        else:
+            raise AssertionError("None accepted")
+        print("ok")
+    """)
+    assert out.strip() == "ok"
+
+
+def test_exception_in_handler_interrupts_the_waiting_code_like_stdlib():
+    # The SIGALRM-timeout idiom: the handler raises, the blocked call ends.
+    out = run("""
+        class Alarm(Exception): pass
+        def on_alarm(signum, frame): raise Alarm()
+        signal.signal(signal.SIGALRM, on_alarm)
+        import socket
+        a, b = socket.socketpair()
+        signal.setitimer(signal.ITIMER_REAL, 0.1)
+        t0 = time.monotonic()
+        try:
+            a.recv(10)                     # green recv; main runs the loop
+        except Alarm:
+            print("alarm after", round(time.monotonic() - t0, 2))
+    """)
+    assert out.startswith("alarm after"), out
+    assert float(out.split()[-1]) < 1.0
+
+
+def test_sigint_raises_KeyboardInterrupt_in_main_while_it_waits():
+    out = run("""
+        tgreen.spawn_later(0.05, os.kill, os.getpid(), signal.SIGINT)
+        try:
+            time.sleep(5)
+        except KeyboardInterrupt:
+            print("main got KeyboardInterrupt")
+    """)
+    assert out.strip() == "main got KeyboardInterrupt"
+
+
+def test_sigint_while_a_greenlet_computes_reaches_main():
+    out = run("""
+        def busy():
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(10**6):
+                pass
+            time.sleep(1)
+        g = tgreen.spawn(busy)
+        try:
+            g.join()
+            time.sleep(2)
+        except KeyboardInterrupt:
+            print("main got KeyboardInterrupt")
+    """)
+    assert out.strip() == "main got KeyboardInterrupt"
+
+
+def test_pause_waits_greenly_for_a_signal():
+    out = run("""
+        got = []
+        signal.signal(signal.SIGUSR1, lambda s, f: got.append(s))
+        ticks = []
+        def ticker():
+            for _ in range(5):
+                time.sleep(0.01); ticks.append(1)
+            os.kill(os.getpid(), signal.SIGUSR1)
+        tgreen.spawn(ticker)
+        signal.pause()                     # other greenlets run meanwhile
+        assert got == [signal.SIGUSR1] and len(ticks) == 5, (got, ticks)
+        print("ok")
+    """)
+    assert out.strip() == "ok"
+
+
+def test_sigterm_handler_raising_SystemExit_ends_the_program():
+    proc = subprocess.run([sys.executable, "-c", PRELUDE + textwrap.dedent("""
+        def on_term(signum, frame):
+            time.sleep(0.01)               # cleanup may block greenly
+            raise SystemExit(7)
+        signal.signal(signal.SIGTERM, on_term)
+        tgreen.spawn_later(0.05, os.kill, os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+        print("not reached")
+    """)], capture_output=True, text=True, timeout=20)
+    assert proc.returncode == 7, proc.stdout + proc.stderr
+    assert "not reached" not in proc.stdout
