@@ -58,6 +58,11 @@ class GreenFileIO(io.RawIOBase):
         self.name = fd
         self._nonblocking = True
         gos.make_nonblocking(fd)
+        hub = peek_hub()
+        if hub is not None:
+            # A new fd: a registration under its number is a leftover of a
+            # closed one (see tgreen.os.wait_fd).
+            gos._forget_idle(hub, fd)
 
     # -- io.RawIOBase --------------------------------------------------------------
 
@@ -97,7 +102,7 @@ class GreenFileIO(io.RawIOBase):
             self._nonblocking = False
 
     def _wait(self, write: bool) -> None:
-        gos.wait_fd(self._fd, write, current_hub_if_any())
+        gos.wait_fd(self._fd, write, current_hub_if_any(), keep=True)
 
     def _ready_or_wait(self, write: bool) -> None:
         if not self._nonblocking and not gos._poll_now(

@@ -106,14 +106,25 @@ def _block_until(fd: int, events: int) -> None:
     p.poll()
 
 
-def wait_fd(fd: int, write: bool = False, hub: Any = None) -> None:
+def wait_fd(fd: int, write: bool = False, hub: Any = None, keep: bool = False) -> None:
     """Block the current greenlet (or, outside green code, the thread) until
-    ``fd`` is readable, or writable with ``write=True``."""
+    ``fd`` is readable, or writable with ``write=True``.
+
+    The hub keeps an fd registered after a wait, expecting to be told when
+    it closes (``notify_close``). Fds here are closed by whoever owns them,
+    often with a plain ``os.close``, and a later fd with the same number
+    would then inherit a registration the kernel has already dropped. So
+    unless ``keep`` (the caller notifies the hub on close, as
+    ``tgreen.fileobject`` does), the registration is removed after the wait,
+    and a stale one left by others is removed before it.
+    """
     if hub is None:
         hub = current_hub_if_any()
     if hub is None:
         _block_until(fd, _POLLOUT if write else _POLLIN)
         return
+    if not keep:
+        _forget_idle(hub, fd)
     try:
         if write:
             hub.wait_write(fd)
@@ -123,6 +134,26 @@ def wait_fd(fd: int, write: bool = False, hub: Any = None) -> None:
         # epoll refuses regular files and directories; those never block on
         # readiness anyway, so the call can go ahead.
         pass
+    finally:
+        if not keep:
+            _forget_idle(hub, fd)
+
+
+def _forget_idle(hub: Any, fd: int) -> None:
+    """Drop ``fd``'s loop registration if no greenlet is waiting on it.
+
+    Reaches into the hub's ``_Watch`` records; see the note in the report to
+    the core (a public ``Hub.forget(fd)`` would replace this)."""
+    w = hub._watches.get(fd)
+    if w is None or w.reader is not None or w.writer is not None or w.listeners:
+        return
+    if w.rreg:
+        w.rreg = False
+        hub.loop.remove_reader(fd)
+    if w.wreg:
+        w.wreg = False
+        hub.loop.remove_writer(fd)
+    hub._maybe_forget(w)
 
 
 # -- reads and writes ----------------------------------------------------------------
