@@ -1,58 +1,103 @@
-"""Green queues: ``Queue``, ``LifoQueue``, ``PriorityQueue``, ``JoinableQueue``.
+"""Green queues: ``Queue``, ``LifoQueue``, ``PriorityQueue``, ``SimpleQueue``.
 
-Same API and exceptions as the stdlib ``queue`` module (``queue.Empty``,
-``queue.Full``), but ``get``/``put`` block only the calling greenlet. ::
+Same API, attributes and exceptions as the stdlib ``queue`` module
+(``queue.Empty``, ``queue.Full``, ``mutex``, ``not_empty``, ``not_full``,
+``all_tasks_done``, overridable ``_init``/``_qsize``/``_put``/``_get``), but a
+blocked ``get``/``put`` parks only the calling greenlet. ``patch_queue()``
+puts them in the stdlib module. ::
 
     from tgreen.queue import Queue
     q = Queue()
     q.put(1)
     assert q.get() == 1
+
+They are safe to share with real OS threads (an asyncio executor worker, a
+``tgreen.threadpool`` job): waiting is done the ``tgreen._thread`` way, a green
+park in a thread with a hub and a real block elsewhere, and wake-ups cross
+threads with ``call_soon_threadsafe``. The mutex is never held while a caller
+is parked, so within one thread it is never contended.
+
+Extensions over the stdlib: ``join(timeout)`` returns whether all tasks are
+done, ``peek()``, ``len(q)``, iteration (``for item in q`` gets forever), and
+``JoinableQueue`` as an alias of ``Queue``. A queue is always true, even
+empty (``__bool__``), like the stdlib's which has no ``__len__``.
 """
 
 from __future__ import annotations
 
 import heapq
+import types
 from collections import deque
 from queue import Empty, Full
-from typing import Any
+from time import monotonic as _time
+from typing import Any, Callable
 
-from .hub import Waiter, get_hub
+from ._thread import LockType, WaitQueue, allocate_lock
 
 __all__ = ["Queue", "LifoQueue", "PriorityQueue", "JoinableQueue", "SimpleQueue", "Empty", "Full"]
+__implements__ = ["Queue", "LifoQueue", "PriorityQueue", "SimpleQueue"]
 
 
-class _Waiters:
-    """FIFO of blocked greenlets; ``wake_one`` schedules the oldest live one."""
+class _Condition:
+    """A condition variable on a queue's mutex whose waiters park green or real.
 
-    __slots__ = ("_q",)
+    Waiters register while holding the mutex and notifiers hold it too, so
+    no wake-up falls between a check and a park. A waiter that was notified
+    but leaves with an exception (killed, ``Timeout``) passes the notification
+    on; one that timed out re-checks its predicate, as every caller does.
+    """
 
-    def __init__(self) -> None:
-        self._q: deque[Waiter] = deque()
+    __slots__ = ("_lock", "_waiters")
 
-    def wait(self, timeout: float | None, what: str) -> bool:
-        w = Waiter(get_hub())
-        self._q.append(w)
+    def __init__(self, lock: LockType) -> None:
+        self._lock = lock
+        self._waiters = WaitQueue()
+
+    def __enter__(self) -> bool:
+        return self._lock.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self._lock.release()
+
+    def wait(self, timeout: float | None = None, what: str = "waiting on a queue") -> bool:
+        """Release the mutex, park until notified or ``timeout``, re-acquire."""
+        p = self._waiters.register()
+        self._lock.release()
+        ok = False
         try:
-            return w.get(timeout, what) is not _timed_out()
+            woken = p.block(timeout, what)
+            ok = True
+            return woken
         finally:
-            try:
-                self._q.remove(w)
-            except ValueError:
-                pass
+            self._lock.acquire()
+            if not self._waiters.unregister(p) and not ok:
+                self._waiters.wake_one()
 
-    def wake_one(self) -> None:
-        if self._q:
-            w = self._q.popleft()
-            w.hub.loop.call_soon(w.switch, True)
+    def wait_for(self, predicate: Callable[[], Any], timeout: float | None = None) -> Any:
+        endtime = None
+        waittime = timeout
+        result = predicate()
+        while not result:
+            if waittime is not None:
+                if endtime is None:
+                    endtime = _time() + waittime
+                else:
+                    waittime = endtime - _time()
+                    if waittime <= 0:
+                        break
+            self.wait(waittime)
+            result = predicate()
+        return result
 
-    def __len__(self) -> int:
-        return len(self._q)
+    def notify(self, n: int = 1) -> None:
+        for _ in range(n):
+            if not self._waiters.wake_one():
+                break
 
+    def notify_all(self) -> None:
+        self._waiters.wake_all()
 
-def _timed_out() -> Any:
-    from .hub import _TIMEDOUT
-
-    return _TIMEDOUT
+    notifyAll = notify_all
 
 
 class Queue:
@@ -60,15 +105,21 @@ class Queue:
 
     def __init__(self, maxsize: int = 0) -> None:
         self.maxsize = maxsize
-        self._init()
-        self._getters = _Waiters()
-        self._putters = _Waiters()
+        self._init(maxsize)
+        self.mutex = allocate_lock()
+        self.not_empty = _Condition(self.mutex)
+        self.not_full = _Condition(self.mutex)
+        self.all_tasks_done = _Condition(self.mutex)
         self.unfinished_tasks = 0
-        self._all_done: _Waiters = _Waiters()
 
-    # storage, overridden by the subclasses
-    def _init(self) -> None:
+    __class_getitem__ = classmethod(types.GenericAlias)
+
+    # storage; subclasses override these four, as with the stdlib
+    def _init(self, maxsize: int) -> None:
         self.queue: Any = deque()
+
+    def _qsize(self) -> int:
+        return len(self.queue)
 
     def _put(self, item: Any) -> None:
         self.queue.append(item)
@@ -76,79 +127,113 @@ class Queue:
     def _get(self) -> Any:
         return self.queue.popleft()
 
-    def qsize(self) -> int:
-        return len(self.queue)
-
-    __len__ = qsize
-
-    def empty(self) -> bool:
-        return not self.qsize()
-
-    def full(self) -> bool:
-        return 0 < self.maxsize <= self.qsize()
-
-    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
-        """Put ``item``; while full, block (up to ``timeout``) or raise ``queue.Full``."""
-        if timeout is not None and timeout < 0:
-            raise ValueError("'timeout' must be a non-negative number")
-        if self.maxsize > 0:
-            deadline = None if timeout is None else get_hub().loop.time() + timeout
-            while self.qsize() >= self.maxsize:
-                if not block:
-                    raise Full
-                remaining = None if deadline is None else deadline - get_hub().loop.time()
-                if remaining is not None and remaining <= 0:
-                    raise Full
-                self._putters.wait(remaining, "Queue.put()")
-        self._put(item)
-        self.unfinished_tasks += 1
-        self._getters.wake_one()
-
-    def put_nowait(self, item: Any) -> None:
-        self.put(item, False)
-
-    def get(self, block: bool = True, timeout: float | None = None) -> Any:
-        """Remove and return an item; while empty, block or raise ``queue.Empty``."""
-        if timeout is not None and timeout < 0:
-            raise ValueError("'timeout' must be a non-negative number")
-        deadline = None
-        while not self.qsize():
-            if not block:
-                raise Empty
-            if deadline is None and timeout is not None:
-                deadline = get_hub().loop.time() + timeout
-            remaining = None if deadline is None else deadline - get_hub().loop.time()
-            if remaining is not None and remaining <= 0:
-                raise Empty
-            self._getters.wait(remaining, "Queue.get()")
-        item = self._get()
-        self._putters.wake_one()
-        if self.qsize() and len(self._getters):
-            self._getters.wake_one()
-        return item
-
-    def get_nowait(self) -> Any:
-        return self.get(False)
-
-    def peek(self, block: bool = True, timeout: float | None = None) -> Any:
-        while not self.qsize():
-            if not block or not self._getters.wait(timeout, "Queue.peek()"):
-                raise Empty
+    def _peek(self) -> Any:
         return self.queue[0]
 
     def task_done(self) -> None:
-        if self.unfinished_tasks <= 0:
-            raise ValueError("task_done() called too many times")
-        self.unfinished_tasks -= 1
-        if not self.unfinished_tasks:
-            while len(self._all_done):
-                self._all_done.wake_one()
+        """Mark one item taken with ``get`` as processed (for ``join``)."""
+        with self.all_tasks_done:
+            unfinished = self.unfinished_tasks - 1
+            if unfinished <= 0:
+                if unfinished < 0:
+                    raise ValueError("task_done() called too many times")
+                self.all_tasks_done.notify_all()
+            self.unfinished_tasks = unfinished
 
     def join(self, timeout: float | None = None) -> bool:
-        """Block until every item put has been marked ``task_done``."""
-        if self.unfinished_tasks:
-            self._all_done.wait(timeout, "Queue.join()")
-        return not self.unfinished_tasks
+        """Block until every item put has been marked ``task_done``; with a
+        ``timeout``, return False if that did not happen in time."""
+        with self.all_tasks_done:
+            endtime = None if timeout is None else _time() + timeout
+            while self.unfinished_tasks:
+                remaining = None if endtime is None else endtime - _time()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self.all_tasks_done.wait(remaining, "Queue.join()")
+            return True
+
+    def qsize(self) -> int:
+        with self.mutex:
+            return self._qsize()
+
+    def __len__(self) -> int:
+        return self.qsize()
+
+    def __bool__(self) -> bool:
+        return True
+
+    def empty(self) -> bool:
+        with self.mutex:
+            return not self._qsize()
+
+    def full(self) -> bool:
+        with self.mutex:
+            return 0 < self.maxsize <= self._qsize()
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        """Put ``item``; while full, block (up to ``timeout``) or raise ``queue.Full``."""
+        with self.not_full:
+            if self.maxsize > 0:
+                if not block:
+                    if self._qsize() >= self.maxsize:
+                        raise Full
+                elif timeout is None:
+                    while self._qsize() >= self.maxsize:
+                        self.not_full.wait(None, "Queue.put()")
+                elif timeout < 0:
+                    raise ValueError("'timeout' must be a non-negative number")
+                else:
+                    endtime = _time() + timeout
+                    while self._qsize() >= self.maxsize:
+                        remaining = endtime - _time()
+                        if remaining <= 0.0:
+                            raise Full
+                        self.not_full.wait(remaining, "Queue.put()")
+            self._put(item)
+            self.unfinished_tasks += 1
+            self.not_empty.notify()
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        """Remove and return an item; while empty, block or raise ``queue.Empty``."""
+        with self.not_empty:
+            if not block:
+                if not self._qsize():
+                    raise Empty
+            elif timeout is None:
+                while not self._qsize():
+                    self.not_empty.wait(None, "Queue.get()")
+            elif timeout < 0:
+                raise ValueError("'timeout' must be a non-negative number")
+            else:
+                endtime = _time() + timeout
+                while not self._qsize():
+                    remaining = endtime - _time()
+                    if remaining <= 0.0:
+                        raise Empty
+                    self.not_empty.wait(remaining, "Queue.get()")
+            item = self._get()
+            self.not_full.notify()
+            return item
+
+    def put_nowait(self, item: Any) -> None:
+        self.put(item, block=False)
+
+    def get_nowait(self) -> Any:
+        return self.get(block=False)
+
+    def peek(self, block: bool = True, timeout: float | None = None) -> Any:
+        """The next item ``get`` would return, without removing it."""
+        with self.not_empty:
+            endtime = None if timeout is None else _time() + timeout
+            while not self._qsize():
+                remaining = None if endtime is None else endtime - _time()
+                if not block or (remaining is not None and remaining <= 0):
+                    raise Empty
+                self.not_empty.wait(remaining, "Queue.peek()")
+            # Whoever was woken for this item may still take it.
+            if len(self.not_empty._waiters):
+                self.not_empty.notify()
+            return self._peek()
 
     def __iter__(self) -> "Queue":
         return self
@@ -156,12 +241,17 @@ class Queue:
     def __next__(self) -> Any:
         return self.get()
 
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} at {id(self):#x} maxsize={self.maxsize!r} qsize={self._qsize()}>"
+
 
 JoinableQueue = Queue
 
 
 class LifoQueue(Queue):
-    def _init(self) -> None:
+    """Last in, first out."""
+
+    def _init(self, maxsize: int) -> None:
         self.queue = []
 
     def _put(self, item: Any) -> None:
@@ -170,9 +260,14 @@ class LifoQueue(Queue):
     def _get(self) -> Any:
         return self.queue.pop()
 
+    def _peek(self) -> Any:
+        return self.queue[-1]
+
 
 class PriorityQueue(Queue):
-    def _init(self) -> None:
+    """Lowest first (``heapq``); put ``(priority, item)`` tuples."""
+
+    def _init(self, maxsize: int) -> None:
         self.queue = []
 
     def _put(self, item: Any) -> None:
@@ -182,11 +277,80 @@ class PriorityQueue(Queue):
         return heapq.heappop(self.queue)
 
 
-class SimpleQueue(Queue):
-    """Unbounded FIFO with the ``queue.SimpleQueue`` API."""
+class SimpleQueue:
+    """Unbounded FIFO with the ``queue.SimpleQueue`` API (no task tracking).
+
+    ``put`` never blocks and takes no lock, so it may be called from a loop
+    callback, a signal handler or a ``__del__``.
+    """
+
+    __slots__ = ("_queue", "_getters", "__weakref__")
 
     def __init__(self) -> None:
-        super().__init__(0)
+        self._queue: deque = deque()
+        self._getters = WaitQueue()
+
+    __class_getitem__ = classmethod(types.GenericAlias)
 
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
-        super().put(item)
+        """Put ``item``; ``block`` and ``timeout`` are accepted for compatibility."""
+        self._queue.append(item)
+        if self._getters:
+            self._getters.wake_one()
+
+    def put_nowait(self, item: Any) -> None:
+        self.put(item, False)
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        """Remove and return an item; while empty, block or raise ``queue.Empty``."""
+        q = self._queue
+        if block and timeout is not None and timeout < 0:
+            raise ValueError("'timeout' must be a non-negative number")
+        try:
+            return q.popleft()
+        except IndexError:
+            if not block:
+                raise Empty from None
+        getters = self._getters
+        endtime = None if timeout is None else _time() + timeout
+        while True:
+            p = getters.register()
+            try:
+                item = q.popleft()  # re-check after registering
+            except IndexError:
+                pass
+            else:
+                if not getters.unregister(p) and q:
+                    getters.wake_one()
+                return item
+            remaining = None if endtime is None else endtime - _time()
+            if remaining is not None and remaining <= 0:
+                if not getters.unregister(p) and q:
+                    getters.wake_one()
+                raise Empty
+            try:
+                p.block(remaining, "SimpleQueue.get()")
+            except BaseException:
+                if not getters.unregister(p) and q:
+                    getters.wake_one()
+                raise
+            getters.unregister(p)
+            try:
+                return q.popleft()
+            except IndexError:
+                continue  # someone else took it: park again
+
+    def get_nowait(self) -> Any:
+        return self.get(False)
+
+    def empty(self) -> bool:
+        return not self._queue
+
+    def qsize(self) -> int:
+        return len(self._queue)
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def __bool__(self) -> bool:
+        return True

@@ -1,0 +1,719 @@
+"""Green ``_thread``: threads are greenlets, locks work across greenlets *and* OS threads.
+
+``tgreen.monkey.patch_thread()`` puts these names on the stdlib ``_thread``
+module (and, through ``tgreen.threading``, on ``threading``). They can also be
+used directly::
+
+    from tgreen import _thread
+    lock = _thread.allocate_lock()
+    with lock:
+        ...
+
+Theory of operation
+-------------------
+A green lock is a real ``_thread.lock`` (the *state*: held or not, changed
+atomically by C) plus a FIFO of parked waiters. ``acquire`` first tries the
+real lock without blocking; only on contention does it park, and *how* depends
+on who is asking:
+
+* a greenlet in a thread that has a hub (the main thread, or any thread that
+  uses tgreen): it parks a ``Waiter`` and switches to the loop;
+* a plain OS thread (an asyncio executor worker, a ``tgreen.threadpool``
+  worker): it blocks on the real lock, as the stdlib would;
+* the greenlet that runs an adopted loop (a coroutine or a loop callback) may
+  not switch: if the holder is another OS thread it blocks on the real lock
+  for the moment that thread needs; if the holder is a greenlet of its own
+  thread, blocking could never end, and it raises ``BlockingFromHubError``.
+
+``release`` releases the real lock and wakes the oldest parked waiter with a
+loop callback on *the waiter's* loop (``call_soon_threadsafe`` when that is
+another thread's). The woken waiter retries; if someone else got there first it
+parks again. So the locks are safe to share with real threads: objects that
+patched code creates (a logging handler, a connection pool's queue, a
+``concurrent.futures.Future``) routinely are.
+
+Rules of this file:
+
+1. Never park without re-checking the state after registering: a release in
+   another OS thread may happen between the failed try and the registration.
+2. A waiter that was chosen by a release (popped from the FIFO) but leaves
+   without the lock (timeout, kill) passes the wake-up on, or it is lost.
+3. Thread identity is the current greenlet: ``get_ident()`` is
+   ``id(getcurrent())``; ``_local`` keeps one attribute dict per greenlet.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import deque
+from typing import Any, Callable
+from weakref import ref as _weakref
+
+from greenlet import getcurrent
+
+from . import _originals
+from .hub import _TIMEDOUT, BlockingFromHubError, Waiter, current_hub_if_any, get_hub
+
+__all__ = [
+    "LockType", "RLock", "allocate_lock", "allocate", "get_ident", "start_new_thread",
+    "start_new", "exit", "exit_thread", "error", "TIMEOUT_MAX", "stack_size",
+    "interrupt_main", "get_native_id", "_count", "_local", "_set_sentinel",
+]
+
+_c_allocate_lock = _originals.get("_thread", "allocate_lock")
+_c_get_ident = _originals.get("_thread", "get_ident")
+_c_count = _originals.get("_thread", "_count")
+_main_os_ident = _originals.get("threading", "main_thread")().ident
+
+error = _originals.get("_thread", "error")
+TIMEOUT_MAX = _originals.get("_thread", "TIMEOUT_MAX")
+stack_size = _originals.get("_thread", "stack_size")
+interrupt_main = _originals.get("_thread", "interrupt_main")
+get_native_id = _originals.get("_thread", "get_native_id")
+_excepthook = _originals.get("_thread", "_excepthook")
+_ExceptHookArgs = _originals.get("_thread", "_ExceptHookArgs")
+
+
+def get_ident() -> int:
+    """The identity of the current "thread": the current greenlet."""
+    return id(getcurrent())
+
+
+get_ident.__module__ = "_thread"
+
+
+# -- parking: how one greenlet or OS thread waits to be woken -----------------------
+
+
+def _others_may_wake(hub: Any) -> bool:
+    """Could another OS thread wake a waiter of this hub? Then a wait here is
+    not "forever" even when the loop has nothing to do (no LoopExit)."""
+    return _c_count() > 0 or hub.thread_ident != _main_os_ident
+
+
+def wake(waiter: Waiter, value: Any = True) -> None:
+    """Wake a parked ``Waiter`` from any thread, in a callback on its own loop."""
+    hub = waiter.hub
+    if hub.thread_ident == _c_get_ident():
+        hub.loop.call_soon(waiter.switch, value)
+    else:
+        try:
+            hub.loop.call_soon_threadsafe(waiter.switch, value)
+        except RuntimeError:
+            pass  # its loop is closed: nobody is left to wake
+
+
+class _GreenParker:
+    __slots__ = ("waiter",)
+
+    def __init__(self, hub: Any) -> None:
+        self.waiter = Waiter(hub)
+
+    def block(self, timeout: float | None, what: str) -> bool:
+        """Park until woken (True) or ``timeout`` passes (False)."""
+        w = self.waiter
+        hub = w.hub
+        counted = _others_may_wake(hub)
+        if counted:
+            hub.pending_jobs += 1
+        try:
+            return w.get(timeout, what) is not _TIMEDOUT
+        finally:
+            if counted:
+                hub.pending_jobs -= 1
+
+    def wake(self) -> None:
+        wake(self.waiter)
+
+
+class _RealParker:
+    __slots__ = ("lock",)
+
+    def __init__(self) -> None:
+        self.lock = _c_allocate_lock()
+        self.lock.acquire()
+
+    def block(self, timeout: float | None, what: str) -> bool:
+        return self.lock.acquire(True, -1 if timeout is None else timeout)
+
+    def wake(self) -> None:
+        self.lock.release()
+
+
+def parker() -> _GreenParker | _RealParker:
+    """A one-shot parking spot for the caller: green where a hub can run,
+    a real lock in a plain OS thread."""
+    hub = current_hub_if_any()
+    if hub is None:
+        return _RealParker()
+    return _GreenParker(hub)
+
+
+class WaitQueue:
+    """A FIFO of parked callers, safe to use from any thread (under the GIL).
+
+    The caller's protocol (rule 1)::
+
+        p = wq.register()
+        if condition_now_true():   # re-check after registering
+            wq.unregister(p); return
+        p.block(timeout, what)
+        chosen = not wq.unregister(p)   # popped by wake_one?
+    """
+
+    __slots__ = ("_q",)
+
+    def __init__(self) -> None:
+        self._q: deque = deque()
+
+    def register(self) -> _GreenParker | _RealParker:
+        p = parker()
+        self._q.append(p)
+        return p
+
+    def unregister(self, p: Any) -> bool:
+        """Remove ``p``; False if a wake-up already took it off the queue."""
+        try:
+            self._q.remove(p)
+            return True
+        except ValueError:
+            return False
+
+    def wake_one(self) -> bool:
+        try:
+            p = self._q.popleft()
+        except IndexError:
+            return False
+        p.wake()
+        return True
+
+    def wake_all(self) -> None:
+        while self.wake_one():
+            pass
+
+    def __len__(self) -> int:
+        return len(self._q)
+
+    def __bool__(self) -> bool:
+        return bool(self._q)
+
+
+# -- locks --------------------------------------------------------------------------
+
+
+def _check_timeout(blocking: Any, timeout: Any) -> float | None:
+    """Validate ``acquire(blocking, timeout)`` like the C lock; None = forever."""
+    if timeout is None or timeout == -1:
+        return None
+    if not blocking:
+        raise ValueError("can't specify a timeout for a non-blocking call")
+    if timeout < 0:
+        raise ValueError("timeout value must be a non-negative number")
+    if timeout > TIMEOUT_MAX:
+        raise OverflowError("timeout value is too large")
+    return timeout
+
+
+class LockType:  # noqa: N801 - the _thread name
+    """A non-reentrant lock (``_thread.lock``) that parks greenlets.
+
+    See the module docstring: the state is a real lock, so any thread may
+    acquire and release it; only contended waits differ by caller.
+    """
+
+    __slots__ = ("_block", "_waiters", "_os_owner", "__weakref__")
+
+    _block: Any
+    _waiters: WaitQueue | None
+    _os_owner: int
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> "LockType":
+        # Like the C type: locks come from allocate_lock(), not from the type.
+        raise TypeError("cannot create '_thread.lock' instances")
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        """Acquire the lock; False if ``blocking`` is false or ``timeout`` passed."""
+        if timeout != -1 or not blocking:
+            timeout = _check_timeout(blocking, timeout)
+        else:
+            timeout = None
+        if self._block.acquire(False):
+            self._os_owner = _c_get_ident()
+            return True
+        if not blocking or timeout == 0:
+            return False
+        return self._acquire_contended(timeout)
+
+    def _acquire_contended(self, timeout: float | None) -> bool:
+        me = _c_get_ident()
+        hub = current_hub_if_any()
+        if hub is None:  # a plain OS thread blocks for real
+            return self._real_acquire(timeout)
+        waiters = self._waiters
+        if waiters is None:
+            waiters = self._waiters = WaitQueue()
+        loop = hub.loop
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            p = waiters.register()
+            if self._block.acquire(False):  # rule 1
+                if not waiters.unregister(p):
+                    self._pass_on()
+                self._os_owner = me
+                return True
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                if not waiters.unregister(p):
+                    self._pass_on()
+                return False
+            try:
+                p.block(remaining, "acquiring a lock")
+            except BlockingFromHubError:
+                waiters.unregister(p)
+                if self._os_owner != me:
+                    # Held by another OS thread: it does not need our loop to
+                    # release the lock, so a short real wait is safe.
+                    return self._real_acquire(remaining)
+                raise
+            except BaseException:
+                if not waiters.unregister(p):
+                    self._pass_on()  # rule 2
+                raise
+            chosen = not waiters.unregister(p)
+            if self._block.acquire(False):
+                self._os_owner = me
+                return True
+            if chosen:
+                self._pass_on()
+
+    def _real_acquire(self, timeout: float | None) -> bool:
+        if self._block.acquire(True, -1 if timeout is None else max(timeout, 0)):
+            self._os_owner = _c_get_ident()
+            return True
+        return False
+
+    def _pass_on(self) -> None:
+        if self._waiters and not self._block.locked():
+            self._waiters.wake_one()
+
+    def release(self) -> None:
+        """Release the lock (from any greenlet or thread) and wake one waiter."""
+        self._block.release()
+        if self._waiters:
+            self._waiters.wake_one()
+
+    def locked(self) -> bool:
+        return self._block.locked()
+
+    def _at_fork_reinit(self) -> None:
+        self._block = _c_allocate_lock()
+        self._waiters = None
+
+    acquire_lock = acquire
+    release_lock = release
+    locked_lock = locked
+    __enter__ = acquire
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+    def __reduce__(self) -> Any:
+        raise TypeError("cannot pickle '_thread.lock' object")
+
+    def __repr__(self) -> str:
+        state = "locked" if self._block.locked() else "unlocked"
+        return f"<{state} _thread.lock object at {id(self):#x}>"
+
+
+class RLock:  # noqa: N801 - the _thread name
+    """A reentrant lock owned by the greenlet (the "thread") that acquired it."""
+
+    __slots__ = ("_block", "_owner", "_count", "__weakref__")
+
+    def __init__(self) -> None:
+        self._block = _new_lock()
+        self._owner: int | None = None
+        self._count = 0
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        me = id(getcurrent())
+        if self._owner == me:
+            if timeout != -1 or not blocking:
+                _check_timeout(blocking, timeout)
+            self._count += 1
+            return True
+        if self._block.acquire(blocking, timeout):
+            self._owner = me
+            self._count = 1
+            return True
+        return False
+
+    __enter__ = acquire
+
+    def release(self) -> None:
+        if self._owner != id(getcurrent()) or not self._count:
+            raise RuntimeError("cannot release un-acquired lock")
+        self._count -= 1
+        if not self._count:
+            self._owner = None
+            self._block.release()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+    def _is_owned(self) -> bool:
+        return self._count > 0 and self._owner == id(getcurrent())
+
+    def _recursion_count(self) -> int:
+        return self._count if self._owner == id(getcurrent()) else 0
+
+    def _release_save(self) -> tuple:
+        if not self._count:
+            raise RuntimeError("cannot release un-acquired lock")
+        state = (self._count, self._owner)
+        self._count = 0
+        self._owner = None
+        self._block.release()
+        return state
+
+    def _acquire_restore(self, state: tuple) -> None:
+        self._block.acquire()
+        self._count, self._owner = state
+
+    def _at_fork_reinit(self) -> None:
+        self._block._at_fork_reinit()
+        self._owner = None
+        self._count = 0
+
+    def __reduce__(self) -> Any:
+        raise TypeError("cannot pickle '_thread.RLock' object")
+
+    def __repr__(self) -> str:
+        state = "locked" if self._block.locked() else "unlocked"
+        return (f"<{state} _thread.RLock object owner={self._owner or 0} "
+                f"count={self._count} at {id(self):#x}>")
+
+
+RLock.__module__ = LockType.__module__ = "_thread"
+LockType.__name__ = LockType.__qualname__ = "lock"
+_object_new = object.__new__
+
+
+def _new_lock() -> LockType:
+    """A new green lock (``_thread.allocate_lock``)."""
+    lock = _object_new(LockType)
+    lock._block = _c_allocate_lock()
+    lock._waiters = None
+    lock._os_owner = 0
+    return lock
+
+
+class _Builtin:
+    """Wraps a function so that, like a C builtin, it does not bind as a
+    method when stored on a class (``locktype = _thread.allocate_lock``)."""
+
+    __slots__ = ("_fn", "__name__", "__qualname__")
+
+    def __init__(self, fn: Callable[..., Any], name: str) -> None:
+        self._fn = fn
+        self.__name__ = self.__qualname__ = name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<built-in function {self.__name__}>"
+
+
+allocate_lock = allocate = _Builtin(_new_lock, "allocate_lock")
+_Builtin.__module__ = "_thread"
+
+
+# -- threads as greenlets ------------------------------------------------------------
+
+_green_count = 0
+
+
+def _count() -> int:
+    """Threads alive that were started by ``start_new_thread``: green ones and
+    real ones (the loop's executor threads, tgreen.threadpool workers)."""
+    return _green_count + _c_count()
+
+
+def _Greenlet() -> type:
+    from .greenlet import Greenlet
+
+    return Greenlet
+
+
+class _ThreadGreenletMixin:
+    """Runs ``start_new_thread``'s function the way ``_thread`` runs it in a
+    thread: SystemExit ends it quietly, other errors go to
+    ``sys.unraisablehook``, and at the end the thread's sentinel locks are
+    released (``_set_sentinel``) and its ``_local`` dicts dropped."""
+
+    _tgreen_thread = True
+
+    def run(self) -> None:  # type: ignore[override]
+        global _green_count
+        fn = self._run  # type: ignore[attr-defined]
+        exc: BaseException | None = None
+        try:
+            fn(*self.args, **self.kwargs)  # type: ignore[attr-defined]
+        except SystemExit:
+            pass
+        except KeyboardInterrupt as e:
+            exc = e
+            self.hub.raise_in_main(e)  # type: ignore[attr-defined]
+        except BaseException as e:  # noqa: BLE001 - reported like _thread does
+            exc = e
+            _report_unraisable(e, fn)
+        finally:
+            _green_count -= 1
+            for lock in self.__dict__.pop("_tgreen_sentinels", ()):
+                if lock.locked():
+                    lock.release()
+            _clear_locals(self)
+            self._finish(None, exc)  # type: ignore[attr-defined]
+            exc = None
+
+
+_thread_greenlet_class: type | None = None
+
+
+def _thread_greenlet() -> type:
+    global _thread_greenlet_class
+    if _thread_greenlet_class is None:
+        _thread_greenlet_class = type("ThreadGreenlet", (_ThreadGreenletMixin, _Greenlet()), {
+            "__module__": __name__,
+            "__doc__": "The greenlet behind a green thread (``start_new_thread``).",
+        })
+    return _thread_greenlet_class
+
+
+def _report_unraisable(exc: BaseException, fn: Any) -> None:
+    msg = "Exception ignored in thread started by"
+    hook = sys.unraisablehook
+    if hook is sys.__unraisablehook__:
+        import traceback
+
+        try:
+            text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            sys.stderr.write(f"{msg}: {fn!r}\n{text}")
+            sys.stderr.flush()
+        except Exception:  # noqa: BLE001 - stderr gone at shutdown
+            pass
+        return
+
+    class UnraisableHookArgs:
+        exc_type = type(exc)
+        exc_value = exc
+        exc_traceback = exc.__traceback__
+        err_msg = msg
+        object = fn
+
+    try:
+        hook(UnraisableHookArgs)
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def start_new_thread(function: Callable[..., Any], args: tuple, kwargs: dict | None = None, /) -> int:
+    """Run ``function(*args, **kwargs)`` in a new greenlet; return its ident.
+
+    Called from the greenlet that runs an adopted loop (which may not wait),
+    the new greenlet runs at once until it first blocks, so that
+    ``Thread.start()`` there finds the thread started without waiting.
+    """
+    global _green_count
+    if not callable(function):
+        raise TypeError("first arg must be callable")
+    if not isinstance(args, tuple):
+        raise TypeError("2nd arg must be a tuple")
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise TypeError("optional 3rd arg must be a dictionary")
+    g = _thread_greenlet()(function, *args, **(kwargs or {}))
+    _green_count += 1
+    hub = g.hub
+    if getcurrent() is hub.root and hub._runner is None and hub.loop.is_running():
+        g._start_handle = True  # started, not scheduled
+        g.switch()
+    else:
+        g.start()
+    return id(g)
+
+
+start_new = start_new_thread
+
+
+def exit() -> None:  # noqa: A001 - the _thread API
+    """End the current thread (greenlet) quietly."""
+    raise SystemExit
+
+
+exit_thread = exit
+
+
+def _set_sentinel() -> LockType:
+    """A lock released when the current green thread ends (``Thread.join``
+    waits on it)."""
+    lock = _new_lock()
+    g = getcurrent()
+    if getattr(g, "_tgreen_thread", False):
+        g.__dict__.setdefault("_tgreen_sentinels", []).append(lock)
+    return lock
+
+
+# -- _local: one attribute dict per greenlet ----------------------------------------------
+
+_MISSING = object()
+
+
+class _LocalImpl:
+    """Per-greenlet dicts of one ``_local`` object.
+
+    ``dicts`` maps ``id(greenlet)`` to ``(weakref(greenlet), dict)``; the weak
+    reference's callback drops the entry when the greenlet is collected, and a
+    green thread drops its entries when it ends (``_clear_locals``). Each
+    greenlet holds a weak reference back under ``key`` in its ``__dict__``, so
+    that clearing a greenlet finds its locals.
+    """
+
+    __slots__ = ("key", "dicts", "args", "__weakref__")
+
+    def __init__(self, args: tuple) -> None:
+        self.key = f"_tgreen_local.{id(self)}"
+        self.dicts: dict[int, tuple] = {}
+        self.args = args
+
+    def create_dict(self, g: Any) -> dict:
+        idt = id(g)
+        key = self.key
+        wrimpl = _weakref(self)
+
+        def greenlet_gone(_: Any, idt: int = idt) -> None:
+            impl = wrimpl()
+            if impl is not None:
+                impl.dicts.pop(idt, None)
+
+        d: dict = {}
+        wrg = _weakref(g, greenlet_gone)
+        self.dicts[idt] = (wrg, d)
+        try:
+            g.__dict__[key] = wrimpl
+        except AttributeError:
+            pass
+        return d
+
+
+def _clear_locals(g: Any) -> None:
+    """Drop every ``_local`` dict of greenlet ``g`` (its thread ended)."""
+    gd = getattr(g, "__dict__", None)
+    if not gd:
+        return
+    for key in [k for k in gd if k.startswith("_tgreen_local.")]:
+        impl = gd.pop(key)()
+        if impl is not None:
+            impl.dicts.pop(id(g), None)
+
+
+def _localdict(self: Any) -> dict:
+    impl = object.__getattribute__(self, "_local__impl")
+    g = getcurrent()
+    entry = impl.dicts.get(id(g))
+    if entry is not None and entry[0]() is g:
+        return entry[1]
+    d = impl.create_dict(g)
+    args, kw = impl.args
+    init = type(self).__init__
+    if init is not object.__init__:
+        init(self, *args, **kw)
+    return d
+
+
+def _type_lookup(cls: type, name: str) -> Any:
+    for base in cls.__mro__:
+        d = base.__dict__
+        if name in d:
+            return d[name]
+    return _MISSING
+
+
+class _local:
+    """Thread-local data where a "thread" is a greenlet (``threading.local``).
+
+    Attribute lookup is done by hand against a per-greenlet dict (there is
+    no ``__dict__`` swapping), with Python's usual precedence: data
+    descriptors of the class, then the greenlet's dict, then other class
+    attributes. ``__slots__`` of subclasses are shared, as with the C type.
+    """
+
+    __slots__ = ("_local__impl", "__weakref__")
+
+    def __new__(cls, *args: Any, **kw: Any) -> "_local":
+        if (args or kw) and cls.__init__ is object.__init__:
+            raise TypeError("Initialization arguments are not supported")
+        self = object.__new__(cls)
+        impl = _LocalImpl((args, kw))
+        object.__setattr__(self, "_local__impl", impl)
+        impl.create_dict(getcurrent())  # __init__ follows, called by type()
+        return self
+
+    def __getattribute__(self, name: str) -> Any:
+        d = _localdict(self)
+        if name == "__dict__":
+            return d
+        cls = type(self)
+        attr = _type_lookup(cls, name)
+        if attr is not _MISSING:
+            tp = type(attr)
+            get = getattr(tp, "__get__", None)
+            if get is not None and (hasattr(tp, "__set__") or hasattr(tp, "__delete__")):
+                return get(attr, self, cls)
+        else:
+            get = None
+        try:
+            return d[name]
+        except KeyError:
+            pass
+        if attr is not _MISSING:
+            if get is not None:
+                return get(attr, self, cls)
+            return attr
+        raise AttributeError(f"'{cls.__name__}' object has no attribute '{name}'")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "__dict__":
+            raise AttributeError(f"'{type(self).__name__}' object attribute '__dict__' is read-only")
+        d = _localdict(self)
+        attr = _type_lookup(type(self), name)
+        if attr is not _MISSING:
+            setter = getattr(type(attr), "__set__", None)
+            if setter is not None:
+                setter(attr, self, value)
+                return
+        d[name] = value
+
+    def __delattr__(self, name: str) -> None:
+        if name == "__dict__":
+            raise AttributeError(f"'{type(self).__name__}' object attribute '__dict__' is read-only")
+        d = _localdict(self)
+        attr = _type_lookup(type(self), name)
+        if attr is not _MISSING:
+            deleter = getattr(type(attr), "__delete__", None)
+            if deleter is not None:
+                deleter(attr, self)
+                return
+        try:
+            del d[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __reduce__(self) -> Any:
+        raise TypeError(f"cannot pickle {type(self).__name__!r} object")
+
+
+_local.__module__ = "_thread"
+_local.__qualname__ = _local.__name__ = "_local"
+
+_ = get_hub  # re-exported for tgreen.threading

@@ -1,0 +1,454 @@
+"""Green ``threading``: with ``patch_thread()``, threads are greenlets.
+
+``tgreen.monkey.patch_all()`` (or ``patch_thread()``) calls ``__patch__`` here. ::
+
+    import tgreen.monkey; tgreen.monkey.patch_all()
+    import threading, time
+    ts = [threading.Thread(target=time.sleep, args=(0.2,)) for _ in range(50)]
+    for t in ts: t.start()
+    for t in ts: t.join()          # about 0.2 s, not 10 s
+
+Theory of operation
+-------------------
+The stdlib ``threading`` module is pure Python over ``_thread``. Like gevent,
+we patch the few ``_thread`` names it uses (``_start_new_thread``,
+``_allocate_lock``, ``get_ident``, ``_set_sentinel``, ``_CRLock``, ``local``;
+see ``tgreen._thread``) *in* the stdlib module, so ``Thread``, ``Condition``,
+``Semaphore``, ``Event``, ``Barrier`` and ``Timer`` stay the stdlib's own
+classes and simply become green. Then the bookkeeping that assumed OS
+threads is fixed: the main thread is re-keyed to the main greenlet's ident and
+given a green "thread state" lock so green threads can ``join`` it, and
+``_shutdown`` (run by the interpreter at exit) waits for non-daemon green
+threads greenly.
+
+The loop's own threads must stay real (monkey rule 2): asyncio's default
+executor, its child watcher, Tornado's resolver threads. Rebinding their
+``threading`` reference to a *snapshot* of the module is not enough here: the
+snapshot's ``Thread`` is the same class, whose methods read the (patched)
+globals of the real module. So ``__patch__`` first executes ``threading.py``
+a second time into a private, never-patched module ("pristine") and makes it
+the snapshot ``tgreen._originals`` hands out; monkey then points asyncio,
+Tornado and ``concurrent.futures`` at it. Two exceptions on purpose:
+
+* ``concurrent.futures._base`` (Futures, ``wait``, ``as_completed``) uses the
+  green primitives. They are safe from real threads too (see
+  ``tgreen._thread``), and a greenlet calling ``future.result()`` must not
+  block the loop's thread.
+* ``concurrent.futures.ThreadPoolExecutor`` is replaced by a subclass whose
+  instances run their workers as greenlets, except instances created by the
+  loop machinery itself (asyncio's ``run_in_executor(None)``, Tornado), which
+  keep real threads.
+
+Rules of this file:
+
+1. The stdlib classes are not copied or subclassed to make them green; only
+   the ``_thread`` primitives under them change. (``_DummyThread`` is the one
+   subclass: it must forget dead greenlets.)
+2. Nothing the loop machinery uses may come from the patched module.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+import weakref
+from typing import Any
+
+from greenlet import getcurrent
+
+from . import _originals
+from . import _thread as _gthread
+from ._thread import RLock, get_ident
+from ._thread import allocate_lock as Lock
+from ._thread import _local as local
+
+__all__ = ["local", "Lock", "RLock", "get_ident", "ThreadPoolExecutor", "pristine_threading"]
+
+_c_get_ident = _originals.get("_thread", "get_ident")
+_c_allocate_lock = _originals.get("_thread", "allocate_lock")
+
+_pristine: types.ModuleType | None = None
+_patched = False
+_main_real_tstate_lock: Any = None
+
+# Modules whose executors must keep real threads (see the module docstring).
+_LOOP_MACHINERY = ("asyncio", "tornado", "uvloop", "concurrent")
+
+
+def pristine_threading() -> types.ModuleType:
+    """A private copy of ``threading`` that is never patched: its threads are
+    real OS threads whatever happens to the stdlib module."""
+    global _pristine
+    if _pristine is not None:
+        return _pristine
+    import importlib.util
+
+    spec = importlib.util.find_spec("threading")
+    assert spec is not None and spec.loader is not None
+    code = spec.loader.get_code("threading")  # type: ignore[attr-defined]
+    mod = types.ModuleType("threading", _originals.module("threading").__doc__)
+    mod.__file__ = spec.origin
+    # threading.py binds the _thread functions at import; give it the
+    # original ones even if _thread is patched already. Its _MainThread must
+    # not take over the C thread-state sentinel of the running thread (the
+    # stdlib's main thread owns that one), so it gets a plain lock; threads it
+    # starts later get real sentinels.
+    fake = types.ModuleType("_thread")
+    fake.__dict__.update(vars(_originals.module("_thread")))
+    real_set_sentinel = fake._set_sentinel
+    fake._set_sentinel = _c_allocate_lock  # type: ignore[attr-defined]
+    saved = sys.modules.get("_thread")
+    sys.modules["_thread"] = fake
+    try:
+        exec(code, mod.__dict__)
+    finally:
+        if saved is not None:
+            sys.modules["_thread"] = saved
+    mod._set_sentinel = real_set_sentinel  # type: ignore[attr-defined]
+    mod.__tgreen_original__ = True  # type: ignore[attr-defined]
+    _pristine = mod
+    return mod
+
+
+# -- the green ThreadPoolExecutor -------------------------------------------------------
+
+import concurrent.futures._base as _cf_base  # noqa: E402 - after the helpers above
+import concurrent.futures.thread as _cf_thread  # noqa: E402
+
+_RealThreadPoolExecutor = _cf_thread.ThreadPoolExecutor
+
+
+def _from_loop_machinery(frame: Any) -> bool:
+    name = frame.f_globals.get("__name__", "") if frame is not None else ""
+    return any(name == p or name.startswith(p + ".") for p in _LOOP_MACHINERY)
+
+
+class ThreadPoolExecutor(_RealThreadPoolExecutor):
+    """``concurrent.futures.ThreadPoolExecutor`` whose workers are green threads.
+
+    Instances created by asyncio, Tornado or ``concurrent.futures`` itself
+    (``loop.run_in_executor(None, ...)``, Tornado's resolvers) behave exactly
+    like the stdlib's and keep real OS threads.
+    """
+
+    def __init__(self, max_workers: int | None = None, thread_name_prefix: str = "",
+                 initializer: Any = None, initargs: tuple = ()) -> None:
+        super().__init__(max_workers, thread_name_prefix, initializer, initargs)
+        self._tgreen = not _from_loop_machinery(sys._getframe(1))
+        if self._tgreen:
+            from .queue import SimpleQueue
+
+            std = _std_threading()
+            self._work_queue = SimpleQueue()
+            self._idle_semaphore = std.Semaphore(0)
+            self._shutdown_lock = Lock()
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        if not self._tgreen:
+            return super().submit(fn, *args, **kwargs)
+        with self._shutdown_lock:
+            # The module's lock is a real one: hold it only where nothing can
+            # switch (starting a green thread switches).
+            with _cf_thread._global_shutdown_lock:
+                if self._broken:
+                    raise _cf_thread.BrokenThreadPool(self._broken)
+                if self._shutdown:
+                    raise RuntimeError("cannot schedule new futures after shutdown")
+                if _cf_thread._shutdown:
+                    raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+                f = _cf_base.Future()
+                w = _cf_thread._WorkItem(f, fn, args, kwargs)
+                self._work_queue.put(w)
+            self._adjust_thread_count()
+            return f
+
+    submit.__doc__ = _cf_base.Executor.submit.__doc__
+
+    def _adjust_thread_count(self) -> None:
+        if not self._tgreen:
+            return super()._adjust_thread_count()
+        if self._idle_semaphore.acquire(timeout=0):
+            return
+
+        def weakref_cb(_: Any, q: Any = self._work_queue) -> None:
+            q.put(None)
+
+        num_threads = len(self._threads)
+        if num_threads < self._max_workers:
+            name = "%s_%d" % (self._thread_name_prefix or self, num_threads)
+            t = _std_threading().Thread(
+                name=name, target=_cf_thread._worker,
+                args=(weakref.ref(self, weakref_cb), self._work_queue,
+                      self._initializer, self._initargs))
+            t.start()
+            self._threads.add(t)
+            _cf_thread._threads_queues[t] = self._work_queue
+
+
+
+def _std_threading() -> types.ModuleType:
+    """The stdlib ``threading`` module object itself (patched or not)."""
+    return sys.modules["threading"]
+
+
+class _GreenThreadingView(types.ModuleType):
+    """What ``concurrent.futures._base`` sees as ``threading``: the patched
+    stdlib module, under a name monkey's loop-module rebinding leaves alone."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(_std_threading(), name)
+
+
+# -- patching ----------------------------------------------------------------------------
+
+
+def _make_dummy_thread_class(std: types.ModuleType) -> type:
+    base = std._DummyThread
+
+    class _DummyThread(base):  # type: ignore[misc, valid-type]
+        """A greenlet that ``threading`` did not start (a ``tgreen.spawn``
+        greenlet, a real thread's root greenlet) asking for ``current_thread()``.
+
+        The stdlib keeps such objects in ``_active`` forever; we drop the entry
+        when the greenlet ends, or ``_active`` grows with every greenlet.
+        """
+
+        def __init__(self) -> None:
+            super().__init__()
+            ident = self._ident
+            active = std._active
+
+            def forget(_: Any = None, ident: int = ident, me: Any = weakref.ref(self)) -> None:
+                if active.get(ident) is me():
+                    active.pop(ident, None)
+
+            g = getcurrent()
+            if getattr(g, "_tgreen_thread", False):
+                # Started by _thread.start_new_thread: a "foreign thread" in
+                # stdlib terms, whose dummy stays, as it does for a C thread.
+                return
+            self._tgreen_ref = weakref.ref(g, forget)
+            link = getattr(g, "link", None)
+            if link is not None and hasattr(g, "hub"):
+                link(forget)
+
+    _DummyThread.__module__ = base.__module__
+    return _DummyThread
+
+
+def _make_current_thread(std: types.ModuleType, pristine: types.ModuleType,
+                         main_os: int) -> Any:
+    active = std._active
+
+    def current_thread() -> Any:
+        """Return the current Thread object: the green thread running, or the
+        real thread's own object in a thread the loop machinery started."""
+        try:
+            return active[get_ident()]
+        except KeyError:
+            pass
+        if getcurrent().parent is None:
+            t = pristine._active.get(_c_get_ident())
+            if t is not None and _c_get_ident() != main_os:
+                return t
+        return std._DummyThread()
+
+    current_thread.__module__ = "threading"
+    return current_thread
+
+
+def _make_excepthook(std: types.ModuleType) -> Any:
+    from traceback import print_exception
+
+    def excepthook(args: Any, /) -> None:
+        """Handle an exception that ended a thread: print it to stderr.
+
+        The C hook names a thread-less report by the OS thread's ident; this
+        one by ``threading.get_ident()``, the green thread's.
+        """
+        if args.exc_type == SystemExit:
+            return
+        if sys is not None and sys.stderr is not None:
+            stderr = sys.stderr
+        elif args.thread is not None:
+            stderr = args.thread._stderr
+            if stderr is None:
+                return
+        else:
+            return
+        name = args.thread.name if args.thread is not None else get_ident()
+        print(f"Exception in thread {name}:", file=stderr, flush=True)
+        print_exception(args.exc_type, args.exc_value, args.exc_traceback, file=stderr)
+        stderr.flush()
+
+    excepthook.__module__ = "threading"
+    return excepthook
+
+
+def _make_interrupt_main(hub_of: Any) -> Any:
+    original = _originals.get("_thread", "interrupt_main")
+    main_os = _c_get_ident()
+
+    def interrupt_main(signum: int = 2, /) -> None:
+        """Simulate the arrival of signal ``signum`` in the main thread.
+
+        From a green thread, the signal is raised in the loop of the main
+        thread's hub, which hands KeyboardInterrupt to the greenlet running
+        that loop (the main greenlet, when it waits), not to the caller.
+        """
+        if _c_get_ident() == main_os and getcurrent().parent is not None:
+            import signal
+
+            if not 1 <= signum < signal.NSIG:
+                raise ValueError("signal number out of range")
+            hub_of().loop.call_soon(original, signum)
+            return
+        original(signum)
+
+    interrupt_main.__module__ = "_thread"
+    return interrupt_main
+
+
+def _make_shutdown(std: types.ModuleType, pristine: types.ModuleType) -> Any:
+    from .hub import LoopExit
+
+    def _shutdown() -> None:
+        """Wait until every non-daemon green thread has finished (the
+        interpreter calls this at exit), then do the same for real threads."""
+        main = std._main_thread
+        if not main._is_stopped:
+            std.__dict__["_SHUTTING_DOWN"] = True
+            for atexit_call in reversed(std._threading_atexits):
+                atexit_call()
+            if main.ident == get_ident():
+                tlock = main._tstate_lock
+                if tlock is not None and tlock.locked():
+                    tlock.release()
+                main._stop()
+            try:
+                while True:
+                    with std._shutdown_locks_lock:
+                        locks = list(std._shutdown_locks)
+                        std._shutdown_locks.clear()
+                    if not locks:
+                        break
+                    for lock in locks:
+                        lock.acquire()
+                        lock.release()
+            except LoopExit:
+                pass  # a green thread that can never finish; don't hang the exit
+        pristine._shutdown()
+
+    _shutdown.__module__ = "threading"
+    return _shutdown
+
+
+def __patch__(patch: Any) -> None:
+    """Patch ``_thread``, ``threading``, ``_threading_local`` and
+    ``concurrent.futures`` (called by ``tgreen.monkey.patch_thread``)."""
+    global _patched, _main_real_tstate_lock
+    if _patched:
+        return
+    import _thread as std_thread  # noqa: F401 - make sure it is loaded
+    import threading as std
+
+    pristine = pristine_threading()
+    # The snapshot monkey hands the loop machinery (rule 2) and get_original.
+    _originals._frozen["threading"] = pristine
+
+    main = std._main_thread
+    main_os = _c_get_ident()
+    in_main = main.ident == main_os and getcurrent().parent is None
+
+    green_thread = {
+        "allocate_lock": _gthread.allocate_lock,
+        "allocate": _gthread.allocate_lock,
+        "LockType": _gthread.LockType,
+        "RLock": _gthread.RLock,
+        "get_ident": _gthread.get_ident,
+        "start_new_thread": _gthread.start_new_thread,
+        "start_new": _gthread.start_new_thread,
+        "_local": _gthread._local,
+        "_count": _gthread._count,
+        "_set_sentinel": _gthread._set_sentinel,
+        "exit": _gthread.exit,
+        "exit_thread": _gthread.exit,
+    }
+    excepthook = _make_excepthook(std)
+    green_thread["_excepthook"] = excepthook
+    green_thread["interrupt_main"] = _make_interrupt_main(_gthread.get_hub)
+    patch("_thread", green_thread)
+    patch("threading", {
+        "_start_new_thread": _gthread.start_new_thread,
+        "_allocate_lock": _gthread.allocate_lock,
+        "Lock": _gthread.allocate_lock,
+        "_CRLock": _gthread.RLock,
+        "get_ident": _gthread.get_ident,
+        "_set_sentinel": _gthread._set_sentinel,
+        "local": _gthread._local,
+        "_DummyThread": _make_dummy_thread_class(std),
+        "current_thread": _make_current_thread(std, pristine, main_os),
+        "_shutdown": _make_shutdown(std, pristine),
+        "excepthook": excepthook,
+        "__excepthook__": excepthook,
+    })
+    import _threading_local
+
+    patch("_threading_local", {"local": _gthread._local})
+
+    if in_main:
+        # The main thread is the main greenlet now.
+        new = get_ident()
+        with std._active_limbo_lock:
+            if std._active.get(main._ident) is main:
+                del std._active[main._ident]
+            std._active[new] = main
+        main._ident = new
+        # Its C thread-state lock is only released at the very end of the
+        # interpreter; a green thread joining the main thread must wait on
+        # something green, released by our _shutdown.
+        _main_real_tstate_lock = main._tstate_lock
+        if _main_real_tstate_lock is not None:
+            with std._shutdown_locks_lock:
+                std._shutdown_locks.discard(_main_real_tstate_lock)
+            tlock = Lock()
+            tlock.acquire()
+            main._tstate_lock = tlock
+        _fix_import_locks(main_os, new)
+    _fix_logging_locks()
+
+    # concurrent.futures: Futures green, executors green unless the loop's.
+    _cf_thread.threading = pristine  # type: ignore[attr-defined]
+    _cf_base.threading = _GreenThreadingView("threading")  # type: ignore[attr-defined]
+    patch("concurrent.futures", {"ThreadPoolExecutor": ThreadPoolExecutor})
+    _patched = True
+    del _threading_local
+
+
+def _fix_import_locks(old: int, new: int) -> None:
+    """An import in progress (patching from a module being imported) holds a
+    module lock owned by the old ident; release() would refuse."""
+    try:
+        import importlib._bootstrap as boot
+    except ImportError:  # pragma: no cover
+        return
+    for wr in list(getattr(boot, "_module_locks", {}).values()):
+        lock = wr() if callable(wr) else wr
+        if lock is not None and getattr(lock, "owner", None) == old:
+            lock.owner = new
+
+
+def _fix_logging_locks() -> None:
+    """logging's locks were created before patching: real locks are reentrant
+    for every greenlet of a thread, so they would not exclude one another."""
+    logging = sys.modules.get("logging")
+    if logging is None:
+        return
+    lock = getattr(logging, "_lock", None)
+    if lock is not None and not isinstance(lock, RLock):
+        logging._lock = RLock()
+    for wr in list(getattr(logging, "_handlerList", ())):
+        handler = wr() if callable(wr) else wr
+        if handler is not None and getattr(handler, "lock", None) is not None \
+                and not isinstance(handler.lock, RLock):
+            handler.lock = RLock()
