@@ -293,7 +293,18 @@ def __patch__(patch: Callable[[str, dict], None]) -> None:
     _is_patched = True
     # Rule 2: the original constructor must not depend on the name we replace.
     _StdSSLSocket._create = classmethod(_pinned_create)
-    patch("ssl", {"SSLSocket": SSLSocket})
+    import warnings
+
+    from .monkey import MonkeyPatchWarning
+
+    with warnings.catch_warnings():
+        # monkey's generic warning would call every `from ssl import SSLSocket`
+        # copy blocking. It is not: such a copy is still right for isinstance
+        # (our class subclasses it), and contexts make green sockets whatever
+        # the copy. Only subclassing it blocks; those are named below.
+        warnings.filterwarnings("ignore", r".* is ssl\.SSLSocket imported before patching",
+                                MonkeyPatchWarning)
+        patch("ssl", {"SSLSocket": SSLSocket})
     # Rule 1: every context, old or new, wraps green sockets.
     _StdSSLContext.sslsocket_class = SSLSocket
     _warn_blocking_subclasses()
