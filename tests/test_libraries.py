@@ -58,16 +58,18 @@ def _is_green(result: dict) -> bool:
 
 
 def check_green(name: str, config: dict | None = None) -> dict:
-    """Run the scenario; on a timing miss run it once more before failing.
+    """Run the scenario; on a timing miss run it again, three runs at most.
 
     Correctness must hold on every run (the scenario exits non-zero
-    otherwise). Timing is checked twice at most because CI shares two cores
+    otherwise). Timing gets three chances because CI shares two cores
     with whatever else runs: a burst of load can stretch one loop turn, but
     a call that really blocks stretches every run past DELAY.
     """
     result = run_scenario(name, config)
-    if not _is_green(result):
-        print(f"{name}: timing missed once, running again")
+    for _ in range(2):
+        if _is_green(result):
+            break
+        print(f"{name}: timing missed, running again")
         result = run_scenario(name, config)
     assert result["wall"] < MAX_WALL, result
     assert result["max_gap"] < MAX_GAP, result
@@ -80,6 +82,7 @@ def assert_blocking(result: dict) -> None:
     """A negative control: n tasks ran one after the other, hub frozen."""
     assert result["wall"] >= 0.9 * result["n"] * DELAY, result
     assert result["max_gap"] >= 0.9 * DELAY, result
+    assert result["max_idle_gap"] >= 0.8 * DELAY, result  # waiting, not computing
 
 
 @pytest.fixture
