@@ -75,8 +75,9 @@ Rules of this file:
 from __future__ import annotations
 
 import types as _types
+from collections.abc import Callable
 from time import monotonic as _monotonic
-from typing import Any, Callable
+from typing import Any
 
 from . import _originals
 from . import socket as _gsocket
@@ -90,8 +91,8 @@ for _name, _value in _std.__dict__.items():
         globals()[_name] = _value
 del _name, _value
 
-__all__ = sorted(n for n, v in _std.__dict__.items()
-                 if not n.startswith("_") and not isinstance(v, _types.ModuleType))
+__all__ = [n for n, v in _std.__dict__.items()
+           if not n.startswith("_") and not isinstance(v, _types.ModuleType)]
 __all__.append("server_context")
 
 _StdSSLSocket = _std.SSLSocket
@@ -117,7 +118,7 @@ def _rebind(func: _types.FunctionType, globals_: dict, module: str) -> _types.Fu
     return f
 
 
-def _retry(sock: "SSLSocket", fn: Callable[..., Any], args: tuple, what: str | None,
+def _retry(sock: SSLSocket, fn: Callable[..., Any], args: tuple, what: str | None,
            timeout: float | None, deadline: float | None = None) -> Any:
     """``fn(*args)`` until OpenSSL stops asking for I/O, waiting on the hub
     in between; ``timeout`` 0 lets the Want errors through (non-blocking).
@@ -159,7 +160,7 @@ class SSLSocket(_StdSSLSocket, _gsocket.socket):
             timeout = None
         _retry(self, self._sslobj.do_handshake, (), "handshake", timeout)
 
-    def read(self, len: int = 1024, buffer: Any = None) -> Any:  # noqa: A002 - stdlib's name
+    def read(self, len: int = 1024, buffer: Any = None) -> Any:  # the stdlib's parameter name
         """Read up to ``len`` bytes (into ``buffer`` if given); b'' at EOF."""
         self._checkClosed()
         sslobj = self._sslobj
@@ -188,7 +189,7 @@ class SSLSocket(_StdSSLSocket, _gsocket.socket):
         if sslobj is None:
             return _gsocket.socket.send(self, data, flags)
         if flags != 0:
-            raise ValueError("non-zero flags not allowed in calls to send() on %s" % self.__class__)
+            raise ValueError(f"non-zero flags not allowed in calls to send() on {self.__class__}")
         return _retry(self, sslobj.write, (data,), "write", self._timeout)
 
     def sendall(self, data: Any, flags: int = 0) -> None:
@@ -198,7 +199,7 @@ class SSLSocket(_StdSSLSocket, _gsocket.socket):
         if sslobj is None:
             return _gsocket.socket.sendall(self, data, flags)
         if flags != 0:
-            raise ValueError("non-zero flags not allowed in calls to sendall() on %s" % self.__class__)
+            raise ValueError(f"non-zero flags not allowed in calls to sendall() on {self.__class__}")
         timeout = self._timeout
         deadline = None if not timeout else _monotonic() + timeout
         count = 0
