@@ -239,8 +239,8 @@ def make_certs(tmpdir: str) -> tuple[str, str, str]:
     from cryptography.x509.oid import NameOID
 
     now = datetime.datetime.now(datetime.timezone.utc)
-    valid = dict(not_valid_before=now - datetime.timedelta(days=1),
-                 not_valid_after=now + datetime.timedelta(days=1))
+    valid = {"not_valid_before": now - datetime.timedelta(days=1),
+             "not_valid_after": now + datetime.timedelta(days=1)}
 
     def build(subject, issuer, key, signer, serial, exts):
         b = x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)
@@ -379,7 +379,7 @@ def redis_blpop(cfg: dict) -> dict:
 
 def pg_dsn(cfg: dict) -> dict:
     pg = cfg["pg"]
-    return dict(host=pg["host"], port=pg["port"], user=pg["user"], dbname=pg["dbname"])
+    return {"host": pg["host"], "port": pg["port"], "user": pg["user"], "dbname": pg["dbname"]}
 
 
 def sleeping_queries(connect, n: int = N, sql: str = "SELECT pg_sleep({delay}), {i}") -> dict:
@@ -444,10 +444,7 @@ def stuck_queries(cfg: dict, connect, running_queries) -> dict:
             started.set()
             cur.execute(f"SELECT pg_sleep(30) /* {tag} */")
         finally:
-            try:
-                conn.close()
-            except Exception:
-                pass
+            conn.close()
 
     out: dict = {}
     t0 = time.monotonic()
@@ -511,7 +508,6 @@ def psycopg3_patched_only(cfg: dict) -> dict:
     """psycopg 3 under patch_all() and nothing else. With the C speedups
     (psycopg[binary]) it waits in C and blocks: a negative control."""
     psycopg = _import_psycopg()
-    import psycopg.waiting
 
     result = sleeping_queries(lambda: psycopg.connect(**pg_dsn(cfg)), n=5)
     result["wait_function"] = psycopg.waiting.wait.__name__
@@ -543,6 +539,61 @@ def psycopg3_cancel(cfg: dict) -> dict:
         return psycopg.connect(**pg_dsn(cfg), autocommit=True)
 
     return stuck_queries(cfg, connect, _pg_running(connect))
+
+
+@scenario
+def pg_fd_reuse(cfg: dict) -> dict:
+    """libpq closes its fds behind tgreen's back; the next connection gets
+    the same number. 20 connect/query/close rounds per driver must neither
+    hang nor fail (a stale loop registration would do one or the other),
+    and big queries (write waits) and psycopg 3 pipelines (read-or-write
+    waits) must come back right."""
+    import psycopg2
+
+    import tgreen.psycopg
+
+    psycopg = _import_psycopg()
+    tgreen.psycopg.make_psycopg2_green()
+    tgreen.psycopg.make_psycopg_green()
+    dsn = pg_dsn(cfg)
+    waits = {1: 0, 2: 0, 3: 0}
+    real_wait_fd = tgreen.psycopg._wait_fd
+
+    def counting_wait_fd(hub, fd, wait, timeout):
+        waits[wait] += 1
+        return real_wait_fd(hub, fd, wait, timeout)
+
+    tgreen.psycopg._wait_fd = counting_wait_fd
+    out: dict = {}
+    for name, connect, fileno in (
+            ("psycopg2", lambda: psycopg2.connect(**dsn), lambda c: c.fileno()),
+            ("psycopg3", lambda: psycopg.connect(**dsn), lambda c: c.pgconn.socket)):
+        fds = set()
+        t0 = time.monotonic()
+        for i in range(20):
+            with tgreen.Timeout(5):
+                conn = connect()
+                cur = conn.cursor()
+                cur.execute("SELECT %s", (i,))
+                assert cur.fetchone()[0] == i
+                fds.add(fileno(conn))
+                conn.close()
+        out[f"{name}_reconnects_wall"] = round(time.monotonic() - t0, 3)
+        out[f"{name}_distinct_fds"] = len(fds)
+        conn = connect()
+        big = "x" * (8 << 20)
+        cur = conn.cursor()
+        cur.execute("SELECT length(%s), md5(%s)", (big, big))
+        import hashlib
+        assert cur.fetchone() == (len(big), hashlib.md5(big.encode()).hexdigest())
+        conn.close()
+    conn = psycopg.connect(**dsn)
+    with conn.pipeline():
+        curs = [conn.execute("SELECT %s::int", (i,)) for i in range(500)]
+    assert [c.fetchone()[0] for c in curs] == list(range(500))
+    conn.close()
+    out["waits_read_write_either"] = [waits[1], waits[2], waits[3]]
+    return out
 
 
 # -- MariaDB ----------------------------------------------------------------------

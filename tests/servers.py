@@ -113,7 +113,7 @@ def _popen(argv: list[str], user: pwd.struct_passwd | None, logfile: str, **kw) 
     try:
         extra = {}
         if user is not None:
-            extra = dict(user=user.pw_uid, group=user.pw_gid, extra_groups=[])
+            extra = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
         env = dict(os.environ, HOME=os.path.dirname(logfile), LC_ALL="C")
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 env=env, start_new_session=True, **extra, **kw)
@@ -214,9 +214,7 @@ def start_postgres() -> Server:
             s.sendall((8).to_bytes(4, "big") + (80877103).to_bytes(4, "big"))
             if s.recv(1) not in (b"N", b"S"):
                 return False
-        if "ready to accept connections" in server.log():
-            return True
-        return False
+        return "ready to accept connections" in server.log()
 
     _wait_until(server, ready)
     return server

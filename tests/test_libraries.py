@@ -25,8 +25,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from servers import mariadb_server, postgres_server, redis_server  # noqa: F401 - fixtures
+from servers import mariadb_server, postgres_server, redis_server  # noqa: F401, F811 - fixtures
 
 SCRIPT = Path(__file__).with_name("library_scenarios.py")
 DELAY = 0.2          # seconds each task waits in the server (library_scenarios.DELAY)
@@ -39,7 +38,7 @@ pytestmark = pytest.mark.timeout(120)
 
 def run_scenario(name: str, config: dict | None = None, env: dict | None = None) -> dict:
     out = subprocess.run([sys.executable, str(SCRIPT), name, json.dumps(config or {})],
-                         capture_output=True, text=True, timeout=90,
+                         check=False, capture_output=True, text=True, timeout=90,
                          env=dict(os.environ, **(env or {})), cwd=SCRIPT.parent)
     lines = out.stdout.strip().splitlines()
     last = lines[-1] if lines else ""
@@ -181,6 +180,19 @@ def test_psycopg3_killed_or_timed_out_query_is_cancelled_in_the_server(pg):
     assert result["timeout_raised_after"] < DELAY + 0.2, result
     assert result["kill_took"] < 1.0, result
     assert result["queries_left_running"] == 0, result
+
+
+def test_psycopg_drivers_survive_libpq_reusing_fd_numbers(pg):
+    """Regression: a loop registration left on a fd that libpq closed made
+    the next connection with that fd number hang (psycopg 3) or fail with
+    ENOENT from epoll (psycopg2)."""
+    pytest.importorskip("psycopg2")
+    pytest.importorskip("psycopg")
+    result = run_scenario("pg_fd_reuse", pg)
+    for driver in ("psycopg2", "psycopg3"):
+        assert result[f"{driver}_distinct_fds"] <= 2, result  # the numbers were reused
+        assert result[f"{driver}_reconnects_wall"] < 3.0, result
+    assert all(result["waits_read_write_either"][:2]), result
 
 
 # -- MariaDB ------------------------------------------------------------------------

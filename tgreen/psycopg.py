@@ -57,14 +57,15 @@ Rules of this file:
 from __future__ import annotations
 
 import time
-from typing import Any, Generator
+from collections.abc import Generator
+from typing import Any
 
 from .greenlet import GreenletExit
 from .hub import _TIMEDOUT, Hub, Waiter, get_hub
 from .timeout import Timeout
 
-__all__ = ["make_psycopg2_green", "psycopg2_wait_callback", "make_psycopg_green",
-           "psycopg_wait", "psycopg_wait_conn", "CANCEL_TIMEOUT"]
+__all__ = ["CANCEL_TIMEOUT", "make_psycopg2_green", "make_psycopg_green", "psycopg2_wait_callback",
+           "psycopg_wait", "psycopg_wait_conn"]
 
 #: Seconds a killed query may take to stop in the server after the cancel
 #: request, before the connection is abandoned (psycopg2 closes it anyway).
