@@ -596,6 +596,42 @@ def pg_fd_reuse(cfg: dict) -> dict:
     return out
 
 
+@scenario
+def pg_in_os_threads(cfg: dict) -> dict:
+    """With the green waits installed, psycopg2 and psycopg 3 still work in
+    real OS threads (``tgreen.threadpool``, an executor's workers): there
+    they block only their own thread, and get no event loop of their own."""
+    import psycopg2
+
+    import tgreen.hub
+    import tgreen.psycopg
+    import tgreen.threadpool
+
+    psycopg = _import_psycopg()
+    tgreen.psycopg.make_psycopg2_green()
+    tgreen.psycopg.make_psycopg_green()
+    dsn = pg_dsn(cfg)
+    pool = tgreen.threadpool.ThreadPool(10)
+
+    def in_thread(i: int) -> tuple:
+        connect = psycopg2.connect if i % 2 else psycopg.connect
+        conn = connect(**dsn)
+        try:
+            cur = conn.cursor()
+            cur.execute(f"SELECT pg_sleep({DELAY}), {i}")
+            value = cur.fetchone()[1]
+        finally:
+            conn.close()
+        return value, getattr(tgreen.hub._local, "hub", None) is None
+
+    result = measure(lambda i: pool.run(in_thread, i), n=10)
+    values = result.pop("values")
+    assert [v for v, _ in values] == list(range(10)), values
+    assert all(no_hub for _, no_hub in values), "a worker thread got a hub"
+    pool.close()
+    return result
+
+
 # -- MariaDB ----------------------------------------------------------------------
 
 

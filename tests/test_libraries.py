@@ -195,6 +195,15 @@ def test_psycopg_drivers_survive_libpq_reusing_fd_numbers(pg):
     assert all(result["waits_read_write_either"][:2]), result
 
 
+def test_psycopg_green_waits_leave_real_os_threads_alone(pg):
+    """The wait callback is process-wide: in a real OS thread it must block
+    that thread only (10 queries in 10 threads, concurrently), not give it
+    an event loop."""
+    pytest.importorskip("psycopg2")
+    pytest.importorskip("psycopg")
+    check_green("pg_in_os_threads", pg)
+
+
 # -- MariaDB ------------------------------------------------------------------------
 
 

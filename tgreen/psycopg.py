@@ -60,8 +60,9 @@ import time
 from collections.abc import Generator
 from typing import Any
 
+from . import _originals
 from .greenlet import GreenletExit
-from .hub import _TIMEDOUT, Hub, Waiter, get_hub
+from .hub import _TIMEDOUT, Hub, Waiter, current_hub_if_any
 from .timeout import Timeout
 
 __all__ = ["CANCEL_TIMEOUT", "make_psycopg2_green", "make_psycopg_green", "psycopg2_wait_callback",
@@ -72,6 +73,9 @@ __all__ = ["CANCEL_TIMEOUT", "make_psycopg2_green", "make_psycopg_green", "psyco
 CANCEL_TIMEOUT = 5.0
 
 _READ, _WRITE = 1, 2  # psycopg 3's Wait/Ready values, also the hub's listener events
+_std_select = _originals.module("select")
+# psycopg 3's own wait functions, for threads that have no hub (see below).
+_plain_waits: dict = {}
 
 
 def _forget(hub: Hub, fd: int) -> None:
@@ -95,10 +99,17 @@ def make_psycopg2_green() -> None:
 
 
 def psycopg2_wait_callback(conn: Any, timeout: float | None = None) -> None:
-    """psycopg2's wait callback: poll ``conn`` and wait for its fd on the hub."""
+    """psycopg2's wait callback: poll ``conn`` and wait for its fd on the hub.
+
+    In a real OS thread that does not use tgreen (an executor's worker, say)
+    it waits with a plain ``poll()``, blocking only that thread, instead of
+    giving the thread an event loop of its own.
+    """
     from psycopg2 import OperationalError, extensions
 
-    hub = get_hub()
+    hub = current_hub_if_any()
+    if hub is None:
+        return _psycopg2_wait_plain(conn)
     fd = conn.fileno()
     _forget(hub, fd)
     try:
@@ -118,6 +129,25 @@ def psycopg2_wait_callback(conn: Any, timeout: float | None = None) -> None:
                 raise
     finally:
         _forget(hub, fd)
+
+
+def _psycopg2_wait_plain(conn: Any) -> None:
+    """psycopg2.extras.wait_select, with the stdlib's own poll()."""
+    from psycopg2 import OperationalError, extensions
+
+    while True:
+        state = conn.poll()
+        if state == extensions.POLL_OK:
+            return
+        if state == extensions.POLL_READ:
+            mask = _std_select.POLLIN
+        elif state == extensions.POLL_WRITE:
+            mask = _std_select.POLLOUT
+        else:
+            raise OperationalError(f"tgreen: bad result from poll: {state!r}")
+        p = _std_select.poll()
+        p.register(conn.fileno(), mask)
+        p.poll()
 
 
 def _psycopg2_cancel(conn: Any, hub: Hub, fd: int) -> None:
@@ -166,6 +196,10 @@ def make_psycopg_green() -> None:
     """
     import psycopg.waiting
 
+    if psycopg.waiting.wait is not psycopg_wait:
+        _plain_waits["wait"] = psycopg.waiting.wait
+    if psycopg.waiting.wait_conn is not psycopg_wait_conn:
+        _plain_waits["wait_conn"] = psycopg.waiting.wait_conn
     psycopg.waiting.wait = psycopg_wait
     psycopg.waiting.wait_conn = psycopg_wait_conn
     try:
@@ -176,6 +210,18 @@ def make_psycopg_green() -> None:
     if isinstance(interrupted, tuple):
         extra = tuple(e for e in (GreenletExit, Timeout) if e not in interrupted)
         pconn._INTERRUPTED = interrupted + extra
+
+
+def _plain_wait(name: str) -> Any:
+    """psycopg's own wait function ``name``, as it was before we replaced it."""
+    fn = _plain_waits.get(name)
+    if fn is None:
+        from psycopg import waiting
+
+        fn = getattr(waiting, "wait_c", None) if name == "wait" else waiting.wait_conn
+        if fn is None or fn in (psycopg_wait, psycopg_wait_conn):
+            fn = waiting.wait_poll
+    return fn
 
 
 def _wait_fd(hub: Hub, fd: int, wait: int, timeout: float | None) -> int:
@@ -215,9 +261,12 @@ def psycopg_wait(gen: Generator, fileno: int, interval: float = 0.0,
     """A green ``psycopg.waiting.wait``: drive ``gen`` waiting on the hub.
 
     ``interval`` (psycopg's Ctrl-C polling period) is not needed: the hub
-    delivers KeyboardInterrupt to the main greenlet by itself.
+    delivers KeyboardInterrupt to the main greenlet by itself. A real OS
+    thread without a hub uses psycopg's own wait.
     """
-    hub = get_hub()
+    hub = current_hub_if_any()
+    if hub is None:
+        return _plain_wait("wait")(gen, fileno, interval, timeout)
     deadline = None if timeout is None else time.monotonic() + timeout
     _forget(hub, fileno)
     try:
@@ -236,7 +285,9 @@ def psycopg_wait(gen: Generator, fileno: int, interval: float = 0.0,
 def psycopg_wait_conn(gen: Generator, interval: float = 0.0, timeout: float | None = None) -> Any:
     """A green ``psycopg.waiting.wait_conn``: like ``psycopg_wait``, but the
     generator names the fd with each wait (it changes while connecting)."""
-    hub = get_hub()
+    hub = current_hub_if_any()
+    if hub is None:
+        return _plain_wait("wait_conn")(gen, interval, timeout)
     deadline = None if timeout is None else time.monotonic() + timeout
     last = -1
     try:
