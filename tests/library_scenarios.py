@@ -284,13 +284,17 @@ def requests_https(cfg: dict) -> dict:
     import ssl
     import tempfile
 
+    with tempfile.TemporaryDirectory(prefix="tgreen-tls-") as tmp:
+        ca, cert, key = make_certs(tmp)
+        server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server_ctx.load_cert_chain(cert, key)
+        return _requests_https(ca, server_ctx)
+
+
+def _requests_https(ca: str, server_ctx) -> dict:
     import requests
     import requests.adapters
 
-    tmp = tempfile.mkdtemp(prefix="tgreen-tls-")
-    ca, cert, key = make_certs(tmp)
-    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_ctx.load_cert_chain(cert, key)
     port = start_http_server(server_ctx)
     session = requests.Session()
     session.trust_env = False  # else REQUESTS_CA_BUNDLE from the environment beats .verify

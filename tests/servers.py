@@ -102,7 +102,10 @@ def _run_as(preferred: str) -> pwd.struct_passwd | None:
 
 
 def _make_tmpdir(prefix: str, user: pwd.struct_passwd | None) -> str:
-    d = tempfile.mkdtemp(prefix=prefix)
+    parent = None
+    if user is not None and not os.stat(tempfile.gettempdir()).st_mode & 0o001:
+        parent = "/tmp"  # $TMPDIR is private to root: the server's user could not enter it
+    d = tempfile.mkdtemp(prefix=prefix, dir=parent)
     if user is not None:
         os.chown(d, user.pw_uid, user.pw_gid)
     return d
@@ -114,7 +117,8 @@ def _popen(argv: list[str], user: pwd.struct_passwd | None, logfile: str, **kw) 
         extra = {}
         if user is not None:
             extra = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
-        env = dict(os.environ, HOME=os.path.dirname(logfile), LC_ALL="C")
+        home = os.path.dirname(logfile)  # the server's own temp dir
+        env = dict(os.environ, HOME=home, TMPDIR=home, LC_ALL="C")
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 env=env, start_new_session=True, **extra, **kw)
     finally:
@@ -122,6 +126,8 @@ def _popen(argv: list[str], user: pwd.struct_passwd | None, logfile: str, **kw) 
 
 
 def _run(argv: list[str], user: pwd.struct_passwd | None, logfile: str, what: str) -> None:
+    """Run an init step (initdb, mariadb-install-db); on failure remove the
+    temp dir and raise with the step's log."""
     proc = _popen(argv, user, logfile)
     try:
         rc = proc.wait(START_TIMEOUT)
@@ -132,6 +138,7 @@ def _run(argv: list[str], user: pwd.struct_passwd | None, logfile: str, what: st
     if rc != 0:
         with open(logfile, errors="replace") as f:
             tail = f.read()[-4000:]
+        shutil.rmtree(os.path.dirname(logfile), ignore_errors=True)
         raise RuntimeError(f"{what} failed ({rc}):\n{tail}")
 
 
