@@ -46,7 +46,8 @@ from __future__ import annotations
 
 import sys
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from weakref import ref as _weakref
 
 from greenlet import getcurrent
@@ -55,9 +56,23 @@ from . import _originals
 from .hub import _TIMEDOUT, BlockingFromHubError, Waiter, current_hub_if_any, get_hub
 
 __all__ = [
-    "LockType", "RLock", "allocate_lock", "allocate", "get_ident", "start_new_thread",
-    "start_new", "exit", "exit_thread", "error", "TIMEOUT_MAX", "stack_size",
-    "interrupt_main", "get_native_id", "_count", "_local", "_set_sentinel",
+    "TIMEOUT_MAX",
+    "LockType",
+    "RLock",
+    "_count",
+    "_local",
+    "_set_sentinel",
+    "allocate",
+    "allocate_lock",
+    "error",
+    "exit",
+    "exit_thread",
+    "get_ident",
+    "get_native_id",
+    "interrupt_main",
+    "stack_size",
+    "start_new",
+    "start_new_thread",
 ]
 
 _c_allocate_lock = _originals.get("_thread", "allocate_lock")
@@ -103,27 +118,31 @@ def wake(waiter: Waiter, value: Any = True) -> None:
             pass  # its loop is closed: nobody is left to wake
 
 
-class _GreenParker:
-    __slots__ = ("waiter",)
+class _GreenParker(Waiter):
+    """A ``Waiter`` with the parker interface (``block``/``wake``)."""
 
-    def __init__(self, hub: Any) -> None:
-        self.waiter = Waiter(hub)
+    __slots__ = ()
 
     def block(self, timeout: float | None, what: str) -> bool:
         """Park until woken (True) or ``timeout`` passes (False)."""
-        w = self.waiter
-        hub = w.hub
-        counted = _others_may_wake(hub)
-        if counted:
-            hub.pending_jobs += 1
-        try:
-            return w.get(timeout, what) is not _TIMEDOUT
-        finally:
-            if counted:
+        hub = self.hub
+        if _c_count() > 0 or hub.thread_ident != _main_os_ident:
+            hub.pending_jobs += 1  # see _others_may_wake
+            try:
+                return self.get(timeout, what) is not _TIMEDOUT
+            finally:
                 hub.pending_jobs -= 1
+        return self.get(timeout, what) is not _TIMEDOUT
 
     def wake(self) -> None:
-        wake(self.waiter)
+        hub = self.hub
+        if hub.thread_ident == _c_get_ident():
+            hub.loop.call_soon(self.switch, True)
+        else:
+            try:
+                hub.loop.call_soon_threadsafe(self.switch, True)
+            except RuntimeError:
+                pass  # its loop is closed: nobody is left to wake
 
 
 class _RealParker:
@@ -149,10 +168,11 @@ def parker() -> _GreenParker | _RealParker:
     return _GreenParker(hub)
 
 
-class WaitQueue:
+class WaitQueue(deque):
     """A FIFO of parked callers, safe to use from any thread (under the GIL).
 
-    The caller's protocol (rule 1)::
+    A ``deque`` subclass, so that ``if waiters:`` costs no Python call on the
+    hot paths. The caller's protocol (rule 1)::
 
         p = wq.register()
         if condition_now_true():   # re-check after registering
@@ -161,27 +181,25 @@ class WaitQueue:
         chosen = not wq.unregister(p)   # popped by wake_one?
     """
 
-    __slots__ = ("_q",)
-
-    def __init__(self) -> None:
-        self._q: deque = deque()
+    __slots__ = ()
 
     def register(self) -> _GreenParker | _RealParker:
-        p = parker()
-        self._q.append(p)
+        hub = current_hub_if_any()
+        p = _RealParker() if hub is None else _GreenParker(hub)
+        self.append(p)
         return p
 
     def unregister(self, p: Any) -> bool:
         """Remove ``p``; False if a wake-up already took it off the queue."""
         try:
-            self._q.remove(p)
+            self.remove(p)
             return True
         except ValueError:
             return False
 
     def wake_one(self) -> bool:
         try:
-            p = self._q.popleft()
+            p = self.popleft()
         except IndexError:
             return False
         p.wake()
@@ -190,12 +208,6 @@ class WaitQueue:
     def wake_all(self) -> None:
         while self.wake_one():
             pass
-
-    def __len__(self) -> int:
-        return len(self._q)
-
-    def __bool__(self) -> bool:
-        return bool(self._q)
 
 
 # -- locks --------------------------------------------------------------------------
@@ -214,34 +226,40 @@ def _check_timeout(blocking: Any, timeout: Any) -> float | None:
     return timeout
 
 
-class LockType:  # noqa: N801 - the _thread name
+class LockType:
     """A non-reentrant lock (``_thread.lock``) that parks greenlets.
 
     See the module docstring: the state is a real lock, so any thread may
     acquire and release it; only contended waits differ by caller.
     """
 
-    __slots__ = ("_block", "_waiters", "_os_owner", "__weakref__")
+    __slots__ = ("__weakref__", "_block", "_os_owner", "_waiters")
 
     _block: Any
     _waiters: WaitQueue | None
     _os_owner: int
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> "LockType":
+    def __new__(cls, *args: Any, **kwargs: Any) -> LockType:
         # Like the C type: locks come from allocate_lock(), not from the type.
         raise TypeError("cannot create '_thread.lock' instances")
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         """Acquire the lock; False if ``blocking`` is false or ``timeout`` passed."""
-        if timeout != -1 or not blocking:
-            timeout = _check_timeout(blocking, timeout)
-        else:
-            timeout = None
         if self._block.acquire(False):
+            if timeout != -1 or not blocking:
+                try:
+                    _check_timeout(blocking, timeout)
+                except BaseException:
+                    self._block.release()
+                    raise
             self._os_owner = _c_get_ident()
             return True
-        if not blocking or timeout == 0:
-            return False
+        if timeout != -1 or not blocking:
+            timeout = _check_timeout(blocking, timeout)
+            if not blocking or timeout == 0:
+                return False
+        else:
+            timeout = None
         return self._acquire_contended(timeout)
 
     def _acquire_contended(self, timeout: float | None) -> bool:
@@ -314,8 +332,10 @@ class LockType:  # noqa: N801 - the _thread name
     locked_lock = locked
     __enter__ = acquire
 
-    def __exit__(self, *exc: Any) -> None:
-        self.release()
+    def __exit__(self, *exc: object) -> None:
+        self._block.release()
+        if self._waiters:
+            self._waiters.wake_one()
 
     def __reduce__(self) -> Any:
         raise TypeError("cannot pickle '_thread.lock' object")
@@ -325,10 +345,10 @@ class LockType:  # noqa: N801 - the _thread name
         return f"<{state} _thread.lock object at {id(self):#x}>"
 
 
-class RLock:  # noqa: N801 - the _thread name
+class RLock:
     """A reentrant lock owned by the greenlet (the "thread") that acquired it."""
 
-    __slots__ = ("_block", "_owner", "_count", "__weakref__")
+    __slots__ = ("__weakref__", "_block", "_count", "_owner")
 
     def __init__(self) -> None:
         self._block = _new_lock()
@@ -342,11 +362,14 @@ class RLock:  # noqa: N801 - the _thread name
                 _check_timeout(blocking, timeout)
             self._count += 1
             return True
-        if self._block.acquire(blocking, timeout):
-            self._owner = me
-            self._count = 1
-            return True
-        return False
+        block = self._block
+        if blocking is True and timeout == -1 and block._block.acquire(False):
+            block._os_owner = _c_get_ident()  # the lock's fast path, inline
+        elif not block.acquire(blocking, timeout):
+            return False
+        self._owner = me
+        self._count = 1
+        return True
 
     __enter__ = acquire
 
@@ -356,9 +379,12 @@ class RLock:  # noqa: N801 - the _thread name
         self._count -= 1
         if not self._count:
             self._owner = None
-            self._block.release()
+            block = self._block
+            block._block.release()
+            if block._waiters:
+                block._waiters.wake_one()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.release()
 
     def _is_owned(self) -> bool:
@@ -412,7 +438,7 @@ class _Builtin:
     """Wraps a function so that, like a C builtin, it does not bind as a
     method when stored on a class (``locktype = _thread.allocate_lock``)."""
 
-    __slots__ = ("_fn", "__name__", "__qualname__")
+    __slots__ = ("__name__", "__qualname__", "_fn")
 
     def __init__(self, fn: Callable[..., Any], name: str) -> None:
         self._fn = fn
@@ -546,7 +572,7 @@ def start_new_thread(function: Callable[..., Any], args: tuple, kwargs: dict | N
 start_new = start_new_thread
 
 
-def exit() -> None:  # noqa: A001 - the _thread API
+def exit() -> None:
     """End the current thread (greenlet) quietly."""
     raise SystemExit
 
@@ -567,6 +593,34 @@ def _set_sentinel() -> LockType:
 # -- _local: one attribute dict per greenlet ----------------------------------------------
 
 _MISSING = object()
+_oga = object.__getattribute__
+
+
+class _TypeInfo:
+    """What a ``_local`` subclass's attributes are, computed once per class
+    (like gevent's local, later changes to the class are not seen):
+    ``data`` holds data descriptors (they win over the per-greenlet dict,
+    ``__slots__`` among them), ``other`` every other class attribute."""
+
+    __slots__ = ("data", "init", "other")
+
+    def __init__(self, cls: type) -> None:
+        self.data: dict[str, Any] = {}
+        self.other: dict[str, Any] = {}
+        for base in reversed(cls.__mro__):
+            for name, attr in base.__dict__.items():
+                self.data.pop(name, None)
+                self.other.pop(name, None)
+                tp = type(attr)
+                if hasattr(tp, "__get__") and (hasattr(tp, "__set__") or hasattr(tp, "__delete__")):
+                    self.data[name] = attr
+                else:
+                    self.other[name] = attr
+        init = cls.__init__
+        self.init = None if init is object.__init__ else init
+
+
+_type_infos: weakref.WeakKeyDictionary[type, _TypeInfo]
 
 
 class _LocalImpl:
@@ -579,16 +633,16 @@ class _LocalImpl:
     that clearing a greenlet finds its locals.
     """
 
-    __slots__ = ("key", "dicts", "args", "__weakref__")
+    __slots__ = ("__weakref__", "args", "dicts", "info", "key")
 
-    def __init__(self, args: tuple) -> None:
+    def __init__(self, args: tuple, info: _TypeInfo) -> None:
         self.key = f"_tgreen_local.{id(self)}"
         self.dicts: dict[int, tuple] = {}
         self.args = args
+        self.info = info
 
     def create_dict(self, g: Any) -> dict:
         idt = id(g)
-        key = self.key
         wrimpl = _weakref(self)
 
         def greenlet_gone(_: Any, idt: int = idt) -> None:
@@ -597,10 +651,9 @@ class _LocalImpl:
                 impl.dicts.pop(idt, None)
 
         d: dict = {}
-        wrg = _weakref(g, greenlet_gone)
-        self.dicts[idt] = (wrg, d)
+        self.dicts[idt] = (_weakref(g, greenlet_gone), d)
         try:
-            g.__dict__[key] = wrimpl
+            g.__dict__[self.key] = wrimpl
         except AttributeError:
             pass
         return d
@@ -617,26 +670,13 @@ def _clear_locals(g: Any) -> None:
             impl.dicts.pop(id(g), None)
 
 
-def _localdict(self: Any) -> dict:
-    impl = object.__getattribute__(self, "_local__impl")
-    g = getcurrent()
-    entry = impl.dicts.get(id(g))
-    if entry is not None and entry[0]() is g:
-        return entry[1]
+def _new_greenlet_dict(self: Any, impl: _LocalImpl, g: Any) -> dict:
     d = impl.create_dict(g)
-    args, kw = impl.args
-    init = type(self).__init__
-    if init is not object.__init__:
+    init = impl.info.init
+    if init is not None:
+        args, kw = impl.args
         init(self, *args, **kw)
     return d
-
-
-def _type_lookup(cls: type, name: str) -> Any:
-    for base in cls.__mro__:
-        d = base.__dict__
-        if name in d:
-            return d[name]
-    return _MISSING
 
 
 class _local:
@@ -648,62 +688,76 @@ class _local:
     attributes. ``__slots__`` of subclasses are shared, as with the C type.
     """
 
-    __slots__ = ("_local__impl", "__weakref__")
+    __slots__ = ("__weakref__", "_local__impl")
 
-    def __new__(cls, *args: Any, **kw: Any) -> "_local":
-        if (args or kw) and cls.__init__ is object.__init__:
+    def __new__(cls, *args: Any, **kw: Any) -> _local:
+        info = _type_infos.get(cls)
+        if info is None:
+            info = _type_infos[cls] = _TypeInfo(cls)
+        if (args or kw) and info.init is None:
             raise TypeError("Initialization arguments are not supported")
         self = object.__new__(cls)
-        impl = _LocalImpl((args, kw))
+        impl = _LocalImpl((args, kw), info)
         object.__setattr__(self, "_local__impl", impl)
         impl.create_dict(getcurrent())  # __init__ follows, called by type()
         return self
 
     def __getattribute__(self, name: str) -> Any:
-        d = _localdict(self)
+        impl = _oga(self, "_local__impl")
+        g = getcurrent()
+        entry = impl.dicts.get(id(g))
+        if entry is not None and entry[0]() is g:
+            d = entry[1]
+        else:
+            d = _new_greenlet_dict(self, impl, g)
         if name == "__dict__":
             return d
-        cls = type(self)
-        attr = _type_lookup(cls, name)
+        info = impl.info
+        attr = info.data.get(name, _MISSING)
         if attr is not _MISSING:
-            tp = type(attr)
-            get = getattr(tp, "__get__", None)
-            if get is not None and (hasattr(tp, "__set__") or hasattr(tp, "__delete__")):
-                return get(attr, self, cls)
-        else:
-            get = None
+            return attr.__get__(self, type(self))
         try:
             return d[name]
         except KeyError:
             pass
+        attr = info.other.get(name, _MISSING)
         if attr is not _MISSING:
+            get = getattr(type(attr), "__get__", None)
             if get is not None:
-                return get(attr, self, cls)
+                return get(attr, self, type(self))
             return attr
-        raise AttributeError(f"'{cls.__name__}' object has no attribute '{name}'")
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name == "__dict__":
             raise AttributeError(f"'{type(self).__name__}' object attribute '__dict__' is read-only")
-        d = _localdict(self)
-        attr = _type_lookup(type(self), name)
-        if attr is not _MISSING:
-            setter = getattr(type(attr), "__set__", None)
-            if setter is not None:
-                setter(attr, self, value)
-                return
+        impl = _oga(self, "_local__impl")
+        g = getcurrent()
+        entry = impl.dicts.get(id(g))
+        if entry is not None and entry[0]() is g:
+            d = entry[1]
+        else:
+            d = _new_greenlet_dict(self, impl, g)
+        attr = impl.info.data.get(name, _MISSING)
+        if attr is not _MISSING and hasattr(type(attr), "__set__"):
+            attr.__set__(self, value)
+            return
         d[name] = value
 
     def __delattr__(self, name: str) -> None:
         if name == "__dict__":
             raise AttributeError(f"'{type(self).__name__}' object attribute '__dict__' is read-only")
-        d = _localdict(self)
-        attr = _type_lookup(type(self), name)
-        if attr is not _MISSING:
-            deleter = getattr(type(attr), "__delete__", None)
-            if deleter is not None:
-                deleter(attr, self)
-                return
+        impl = _oga(self, "_local__impl")
+        g = getcurrent()
+        entry = impl.dicts.get(id(g))
+        if entry is not None and entry[0]() is g:
+            d = entry[1]
+        else:
+            d = _new_greenlet_dict(self, impl, g)
+        attr = impl.info.data.get(name, _MISSING)
+        if attr is not _MISSING and hasattr(type(attr), "__delete__"):
+            attr.__delete__(self)
+            return
         try:
             del d[name]
         except KeyError:
@@ -715,5 +769,9 @@ class _local:
 
 _local.__module__ = "_thread"
 _local.__qualname__ = _local.__name__ = "_local"
+
+import weakref
+
+_type_infos = weakref.WeakKeyDictionary()
 
 _ = get_hub  # re-exported for tgreen.threading

@@ -28,13 +28,14 @@ from __future__ import annotations
 import heapq
 import types
 from collections import deque
+from collections.abc import Callable
 from queue import Empty, Full
 from time import monotonic as _time
-from typing import Any, Callable
+from typing import Any
 
-from ._thread import LockType, WaitQueue, allocate_lock
+from ._thread import LockType, WaitQueue, _c_get_ident, allocate_lock
 
-__all__ = ["Queue", "LifoQueue", "PriorityQueue", "JoinableQueue", "SimpleQueue", "Empty", "Full"]
+__all__ = ["Empty", "Full", "JoinableQueue", "LifoQueue", "PriorityQueue", "Queue", "SimpleQueue"]
 __implements__ = ["Queue", "LifoQueue", "PriorityQueue", "SimpleQueue"]
 
 
@@ -56,7 +57,7 @@ class _Condition:
     def __enter__(self) -> bool:
         return self._lock.acquire()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._lock.release()
 
     def wait(self, timeout: float | None = None, what: str = "waiting on a queue") -> bool:
@@ -170,9 +171,18 @@ class Queue:
         with self.mutex:
             return 0 < self.maxsize <= self._qsize()
 
+    # put() and get() take the mutex inline (the hybrid lock's own fast path)
+    # and skip notify() calls nobody waits for: a put+get pair costs a
+    # fraction of going through the _Condition methods.
+
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         """Put ``item``; while full, block (up to ``timeout``) or raise ``queue.Full``."""
-        with self.not_full:
+        m = self.mutex
+        if m._block.acquire(False):
+            m._os_owner = _c_get_ident()
+        else:
+            m._acquire_contended(None)
+        try:
             if self.maxsize > 0:
                 if not block:
                     if self._qsize() >= self.maxsize:
@@ -191,11 +201,22 @@ class Queue:
                         self.not_full.wait(remaining, "Queue.put()")
             self._put(item)
             self.unfinished_tasks += 1
-            self.not_empty.notify()
+            waiters = self.not_empty._waiters
+            if waiters:
+                waiters.wake_one()
+        finally:
+            m._block.release()
+            if m._waiters:
+                m._waiters.wake_one()
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
         """Remove and return an item; while empty, block or raise ``queue.Empty``."""
-        with self.not_empty:
+        m = self.mutex
+        if m._block.acquire(False):
+            m._os_owner = _c_get_ident()
+        else:
+            m._acquire_contended(None)
+        try:
             if not block:
                 if not self._qsize():
                     raise Empty
@@ -212,8 +233,14 @@ class Queue:
                         raise Empty
                     self.not_empty.wait(remaining, "Queue.get()")
             item = self._get()
-            self.not_full.notify()
+            waiters = self.not_full._waiters
+            if waiters:
+                waiters.wake_one()
             return item
+        finally:
+            m._block.release()
+            if m._waiters:
+                m._waiters.wake_one()
 
     def put_nowait(self, item: Any) -> None:
         self.put(item, block=False)
@@ -235,7 +262,7 @@ class Queue:
                 self.not_empty.notify()
             return self._peek()
 
-    def __iter__(self) -> "Queue":
+    def __iter__(self) -> Queue:
         return self
 
     def __next__(self) -> Any:
@@ -284,7 +311,7 @@ class SimpleQueue:
     callback, a signal handler or a ``__del__``.
     """
 
-    __slots__ = ("_queue", "_getters", "__weakref__")
+    __slots__ = ("__weakref__", "_getters", "_queue")
 
     def __init__(self) -> None:
         self._queue: deque = deque()

@@ -59,10 +59,10 @@ from greenlet import getcurrent
 from . import _originals
 from . import _thread as _gthread
 from ._thread import RLock, get_ident
-from ._thread import allocate_lock as Lock
 from ._thread import _local as local
+from ._thread import allocate_lock as Lock
 
-__all__ = ["local", "Lock", "RLock", "get_ident", "ThreadPoolExecutor", "pristine_threading"]
+__all__ = ["Lock", "RLock", "ThreadPoolExecutor", "get_ident", "local", "pristine_threading"]
 
 _c_get_ident = _originals.get("_thread", "get_ident")
 _c_allocate_lock = _originals.get("_thread", "allocate_lock")
@@ -100,7 +100,7 @@ def pristine_threading() -> types.ModuleType:
     saved = sys.modules.get("_thread")
     sys.modules["_thread"] = fake
     try:
-        exec(code, mod.__dict__)
+        exec(code, mod.__dict__)  # noqa: S102 - the stdlib's own code
     finally:
         if saved is not None:
             sys.modules["_thread"] = saved
@@ -112,8 +112,8 @@ def pristine_threading() -> types.ModuleType:
 
 # -- the green ThreadPoolExecutor -------------------------------------------------------
 
-import concurrent.futures._base as _cf_base  # noqa: E402 - after the helpers above
-import concurrent.futures.thread as _cf_thread  # noqa: E402
+import concurrent.futures._base as _cf_base
+import concurrent.futures.thread as _cf_thread
 
 _RealThreadPoolExecutor = _cf_thread.ThreadPoolExecutor
 
@@ -175,7 +175,7 @@ class ThreadPoolExecutor(_RealThreadPoolExecutor):
 
         num_threads = len(self._threads)
         if num_threads < self._max_workers:
-            name = "%s_%d" % (self._thread_name_prefix or self, num_threads)
+            name = f"{self._thread_name_prefix or self}_{num_threads}"
             t = _std_threading().Thread(
                 name=name, target=_cf_thread._worker,
                 args=(weakref.ref(self, weakref_cb), self._work_queue,
@@ -217,8 +217,9 @@ def _make_dummy_thread_class(std: types.ModuleType) -> type:
             super().__init__()
             ident = self._ident
             active = std._active
+            me = weakref.ref(self)
 
-            def forget(_: Any = None, ident: int = ident, me: Any = weakref.ref(self)) -> None:
+            def forget(_: Any = None) -> None:
                 if active.get(ident) is me():
                     active.pop(ident, None)
 
