@@ -438,11 +438,12 @@ def psycopg2_blocking(cfg: dict) -> dict:
 def stuck_queries(cfg: dict, connect, running_queries) -> dict:
     """Kill one greenlet and time out another in the middle of pg_sleep(30):
     each gets its exception promptly, and the server is no longer running
-    either query."""
+    either query. ``connect(autocommit)``: the timed-out query runs in
+    autocommit mode, the killed one inside a transaction."""
     started = tgreen.Event()
 
     def sleeper(tag: str):
-        conn = connect()
+        conn = connect(tag == "tgreen-timeout")
         try:
             cur = conn.cursor()
             started.set()
@@ -474,7 +475,7 @@ def stuck_queries(cfg: dict, connect, running_queries) -> dict:
 
 def _pg_running(connect):
     def running() -> int:
-        conn = connect()
+        conn = connect(True)
         try:
             cur = conn.cursor()
             cur.execute("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
@@ -493,8 +494,10 @@ def psycopg2_cancel(cfg: dict) -> dict:
 
     tgreen.psycopg.make_psycopg2_green()
 
-    def connect():
-        return psycopg2.connect(**pg_dsn(cfg))
+    def connect(autocommit: bool):
+        conn = psycopg2.connect(**pg_dsn(cfg))
+        conn.autocommit = autocommit
+        return conn
 
     return stuck_queries(cfg, connect, _pg_running(connect))
 
@@ -539,8 +542,8 @@ def psycopg3_cancel(cfg: dict) -> dict:
 
     tgreen.psycopg.make_psycopg_green()
 
-    def connect():
-        return psycopg.connect(**pg_dsn(cfg), autocommit=True)
+    def connect(autocommit: bool):
+        return psycopg.connect(**pg_dsn(cfg), autocommit=autocommit)
 
     return stuck_queries(cfg, connect, _pg_running(connect))
 

@@ -158,9 +158,8 @@ def _psycopg2_cancel(conn: Any, hub: Hub, fd: int) -> None:
     """
     from psycopg2 import extensions
 
-    if conn.closed or conn.status not in (extensions.STATUS_BEGIN,
-                                          extensions.STATUS_IN_TRANSACTION):
-        return  # still connecting: nothing runs in the server yet
+    if conn.closed or conn.get_transaction_status() != extensions.TRANSACTION_STATUS_ACTIVE:
+        return  # connecting, or between commands: nothing runs in the server
     from . import threadpool
 
     try:
