@@ -26,6 +26,7 @@ from .hub import (BlockingFromHubError, ConcurrentWaitError, Hub, LoopExit, get_
                   use_uvloop)
 from .lock import BoundedSemaphore, Lock, RLock, Semaphore
 from .pool import Group, Pool
+from ._postfork import postfork, worker_id
 from .queue import Queue
 from .sleep import sleep
 from .timeout import Timeout, with_timeout
@@ -38,5 +39,6 @@ __all__ = [
     "wait", "run_green", "green",
     "Event", "AsyncResult", "Queue", "Lock", "RLock", "Semaphore", "BoundedSemaphore",
     "Pool", "Group",
+    "postfork", "worker_id",
     "BlockingFromHubError", "LoopExit", "ConcurrentWaitError",
 ]

@@ -1,0 +1,318 @@
+"""Pre-forked worker processes for ``tgreen-serve``: the master and a worker's life.
+
+Theory of operation
+-------------------
+The master binds every listening socket, then forks M workers and does
+nothing else: it never creates an event loop, never imports the app, and
+waits for signals with ``sigtimedwait`` (signals stay blocked in the master,
+so none is lost or runs in the middle of a fork). ::
+
+    master: bind -> fork worker 1..M -> wait for signals
+      SIGCHLD  a worker died: respawn it with the same worker id
+      SIGTERM  graceful stop: workers finish in-flight requests, then exit 0
+      SIGINT   fast stop (also SIGQUIT): workers close everything now
+      SIGHUP   reload: every worker is replaced by a fresh one that imports
+               the app anew; the listening sockets stay open in the master,
+               so connections arriving meanwhile wait in the kernel queue
+    worker: unblock signals -> new loop -> import app -> @postfork hooks
+            -> WSGIServer on the inherited sockets -> loop.run_forever()
+
+A worker whose app import or postfork hook fails exits with ``BOOT_ERROR``;
+the master then stops and exits non-zero instead of respawning it forever.
+
+Graceful stop, in a worker: accept what already waits in the kernel queue,
+close its copies of the listening sockets (once every process has closed
+them the kernel refuses new connections instead of queueing them unserved),
+close idle keep-alive connections, finish requests in flight (answered
+with ``Connection: close``) for at most ``graceful_timeout``, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import signal
+import sys
+import time
+import traceback
+from typing import Any
+
+from .wsgi._listen import bind, describe
+from .wsgi.config import Config
+
+__all__ = ["Master", "BOOT_ERROR"]
+
+log = logging.getLogger("tgreen.serve")
+
+#: Exit status of a worker that could not load the app or run its hooks.
+BOOT_ERROR = 4
+
+_MASTER_SIGNALS = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP}
+
+#: Seconds a fast stop (SIGINT) waits for workers before killing them.
+FAST_STOP_WAIT = 3.0
+
+
+class Master:
+    """Binds, forks and supervises the workers. ``run()`` returns the exit status."""
+
+    def __init__(self, app_spec: str, cfg: Config) -> None:
+        self.app_spec = app_spec
+        self.cfg = cfg
+        self.sockets: list = []
+        self.workers: dict[int, int] = {}        # pid -> worker id
+        self.spawned_at: dict[int, float] = {}   # worker id -> time of last fork
+        self.quick_deaths: dict[int, int] = {}   # worker id -> deaths soon after start
+        self.stopping = False
+        self.boot_failed = False
+        self.pid = os.getpid()
+        self._unix_paths: list[str] = []
+
+    # -- the master's life -------------------------------------------------------------
+
+    def run(self) -> int:
+        cfg = self.cfg
+        try:
+            for spec in cfg.bind:
+                sock = bind(spec, cfg.backlog)
+                sock.set_inheritable(False)
+                self.sockets.append(sock)
+                if spec[0] == "unix":
+                    self._unix_paths.append(spec[1])
+        except OSError as e:
+            sys.stderr.write(f"tgreen-serve: cannot listen on {_spec_str(spec)}: {e.strerror or e}\n")
+            self._close_sockets()
+            return 1
+        for sock in self.sockets:
+            log.info("tgreen-serve: listening on %s (master pid %d)", describe(sock), self.pid)
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _MASTER_SIGNALS)
+        self._child_mask = old_mask
+        try:
+            for wid in range(1, cfg.workers + 1):
+                self.spawn(wid)
+            return self._supervise()
+        finally:
+            self._close_sockets()
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+
+    def _supervise(self) -> int:
+        while True:
+            info = signal.sigtimedwait(_MASTER_SIGNALS, 1.0)
+            self.reap()
+            if self.boot_failed:
+                log.error("tgreen-serve: a worker failed to boot; stopping")
+                self.stop(graceful=False)
+                return 1
+            if info is None:
+                continue
+            sig = info.si_signo
+            if sig == signal.SIGTERM:
+                log.info("tgreen-serve: SIGTERM: graceful stop")
+                return self.stop(graceful=True)
+            if sig in (signal.SIGINT, signal.SIGQUIT):
+                log.info("tgreen-serve: %s: fast stop", signal.Signals(sig).name)
+                return self.stop(graceful=False)
+            if sig == signal.SIGHUP:
+                log.info("tgreen-serve: SIGHUP: reloading %d workers", len(self.workers))
+                for pid in list(self.workers):
+                    _kill(pid, signal.SIGTERM)
+
+    def spawn(self, wid: int) -> None:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                code = _worker_main(wid, self.pid, self.sockets, self.cfg, self.app_spec,
+                                    self._child_mask)
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else 1
+            except BaseException:  # noqa: BLE001
+                traceback.print_exc()
+            finally:
+                _flush_logs()
+                os._exit(code)
+        self.workers[pid] = wid
+        self.spawned_at[wid] = time.monotonic()
+        log.info("tgreen-serve: worker %d started (pid %d)", wid, pid)
+
+    def reap(self) -> None:
+        """Collect dead workers; respawn them unless stopping."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            wid = self.workers.pop(pid, None)
+            if wid is None:
+                continue
+            code = os.waitstatus_to_exitcode(status)
+            if code == BOOT_ERROR:
+                self.boot_failed = True
+                continue
+            if self.stopping:
+                continue
+            if code < 0:
+                log.warning("tgreen-serve: worker %d (pid %d) killed by %s; respawning",
+                            wid, pid, signal.Signals(-code).name)
+            elif code != 0:
+                log.warning("tgreen-serve: worker %d (pid %d) exited with %d; respawning", wid, pid, code)
+            else:
+                log.info("tgreen-serve: worker %d (pid %d) exited; respawning", wid, pid)
+            if time.monotonic() - self.spawned_at.get(wid, 0) < 1.0:
+                n = self.quick_deaths[wid] = self.quick_deaths.get(wid, 0) + 1
+                if n > 3:
+                    time.sleep(min(0.5 * n, 5.0))  # a crash loop: do not spin
+            else:
+                self.quick_deaths[wid] = 0
+            self.spawn(wid)
+
+    def stop(self, graceful: bool) -> int:
+        self.stopping = True
+        sig = signal.SIGTERM if graceful else signal.SIGINT
+        for pid in list(self.workers):
+            _kill(pid, sig)
+        # The workers hold their own copies; ours only kept the sockets open.
+        self._close_sockets()
+        wait = self.cfg.graceful_timeout + 5.0 if graceful else FAST_STOP_WAIT
+        deadline = time.monotonic() + wait
+        while self.workers:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            info = signal.sigtimedwait(_MASTER_SIGNALS, min(left, 0.5))
+            self.reap()
+            if info is not None and graceful and info.si_signo in (signal.SIGINT, signal.SIGQUIT):
+                graceful = False
+                for pid in list(self.workers):
+                    _kill(pid, signal.SIGINT)
+                deadline = min(deadline, time.monotonic() + FAST_STOP_WAIT)
+        for pid in list(self.workers):
+            log.warning("tgreen-serve: worker %d (pid %d) did not stop; killing it",
+                        self.workers[pid], pid)
+            _kill(pid, signal.SIGKILL)
+        while self.workers:
+            try:
+                pid, _ = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            self.workers.pop(pid, None)
+        log.info("tgreen-serve: stopped")
+        return 1 if self.boot_failed else 0
+
+    def _close_sockets(self) -> None:
+        for sock in self.sockets:
+            try:
+                sock.close()
+            except OSError:
+                pass
+        self.sockets = []
+        if os.getpid() == self.pid:
+            for path in self._unix_paths:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+            self._unix_paths = []
+
+
+# -- a worker's life ---------------------------------------------------------------------
+
+def _worker_main(wid: int, master_pid: int, sockets: list, cfg: Config, app_spec: str,
+                 mask: Any) -> int:
+    for sig in _MASTER_SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+    from . import _postfork
+    from . import loop as loop_mod
+    from .wsgi import WSGIServer
+    from .wsgi._loader import AppLoadError, load_app
+
+    # Anything failing before the server runs is a boot error: the master
+    # stops instead of respawning a worker that can never serve.
+    try:
+        _postfork._set_worker_id(wid)
+        if cfg.loop:
+            loop_mod.set_loop_kind(cfg.loop)
+        loop = loop_mod.new_event_loop()
+        asyncio.set_event_loop(loop)
+        app = load_app(app_spec)
+        _postfork.run_postfork_hooks()
+        server = WSGIServer(sockets, app, config=cfg)
+    except AppLoadError as e:
+        sys.stderr.write(f"tgreen-serve: worker {wid}: {e}\n")
+        return BOOT_ERROR
+    except BaseException:  # noqa: BLE001
+        sys.stderr.write(f"tgreen-serve: worker {wid}: cannot load {app_spec}:\n")
+        traceback.print_exc()
+        return BOOT_ERROR
+
+    if cfg.max_requests:
+        server.max_requests = cfg.max_requests + random.randint(0, cfg.max_requests_jitter)
+
+    def graceful(reason: str) -> None:
+        if not server.draining:
+            log.info("tgreen-serve: worker %d: %s: finishing requests in flight", wid, reason)
+            server.begin_stop()
+            for sock in sockets:
+                sock.close()
+
+    def fast(reason: str) -> None:
+        log.info("tgreen-serve: worker %d: %s: stopping now", wid, reason)
+        server.close()
+
+    def watch_master() -> None:
+        if os.getppid() != master_pid:
+            graceful("the master is gone")
+        elif not server.closed:
+            loop.call_later(1.0, watch_master)
+
+    server.on_max_requests = lambda: graceful(f"served {server.requests} requests (--max-requests)")
+    loop.add_signal_handler(signal.SIGTERM, graceful, "SIGTERM")
+    loop.add_signal_handler(signal.SIGHUP, graceful, "SIGHUP")
+    loop.add_signal_handler(signal.SIGINT, fast, "SIGINT")
+    loop.add_signal_handler(signal.SIGQUIT, fast, "SIGQUIT")
+    server.add_stop_callback(loop.stop)
+    server.start()
+    loop.call_later(1.0, watch_master)
+    loop.run_forever()
+    return 0
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _flush_logs() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    for h in logging.getLogger().handlers + logging.getLogger("tgreen.access").handlers:
+        try:
+            h.flush()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def _spec_str(spec: tuple) -> str:
+    if spec[0] == "tcp":
+        host = f"[{spec[1]}]" if ":" in spec[1] else spec[1]
+        return f"{host}:{spec[2]}"
+    if spec[0] == "unix":
+        return f"unix:{spec[1]}"
+    return f"fd://{spec[1]}"

@@ -1,0 +1,282 @@
+"""Every option of the WSGI server and of ``tgreen-serve``, defined once.
+
+Each ``Option`` carries its name, default, parser (the one validation used by
+the Python API and the command line alike), command-line flag and help text.
+``Config`` is the validated set of values; ``tgreen.serve`` builds its
+argparse parser from ``OPTIONS`` and ``WSGIServer(**options)`` goes through
+the same parsers. ::
+
+    from tgreen.wsgi.config import Config
+    cfg = Config(cores=200, keepalive_timeout=2)
+    cfg.cores            # 200
+    Config(cores=0)      # ValueError: tgreen: cores must be at least 1 (got 0)
+
+Rules of this file: an option is added here and nowhere else; a value that
+fails its parser is refused with one line that names the option.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Any, Callable
+
+__all__ = ["Option", "OPTIONS", "Config", "parse_bind"]
+
+
+class ConfigError(ValueError):
+    """A bad option value; the message is one line naming the option."""
+
+
+# -- value parsers ---------------------------------------------------------------
+
+def _int(minimum: int) -> Callable[[str, Any], int]:
+    def parse(name: str, value: Any) -> int:
+        if isinstance(value, bool):
+            raise ConfigError(f"tgreen: {name} must be an integer (got {value!r})")
+        try:
+            v = int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"tgreen: {name} must be an integer (got {value!r})") from None
+        if v < minimum:
+            raise ConfigError(f"tgreen: {name} must be at least {minimum} (got {v})")
+        return v
+    return parse
+
+
+def _seconds(name: str, value: Any) -> float:
+    """A duration in seconds; 0 disables the timeout."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"tgreen: {name} must be a number of seconds (got {value!r})") from None
+    if not v >= 0 or v == float("inf"):
+        raise ConfigError(f"tgreen: {name} must be a finite number of seconds >= 0 (got {value!r})")
+    return v
+
+
+def _choice(*choices: str) -> Callable[[str, Any], str]:
+    def parse(name: str, value: Any) -> str:
+        v = str(value).lower()
+        if v not in choices:
+            raise ConfigError(f"tgreen: {name} must be one of {', '.join(choices)} (got {value!r})")
+        return v
+    parse.choices = choices  # type: ignore[attr-defined]
+    return parse
+
+
+def _str_or_none(name: str, value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    return str(value)
+
+
+def _str(name: str, value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _root_path(name: str, value: Any) -> str:
+    v = "" if value is None else str(value)
+    if v and (not v.startswith("/") or v.endswith("/")):
+        raise ConfigError(f"tgreen: {name} must start with '/' and not end with '/' (got {v!r})")
+    return v
+
+
+def _ip_list(name: str, value: Any) -> tuple:
+    """Comma-separated IPs or networks, or '*' for every peer."""
+    if value is None:
+        return ()
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    out: list = []
+    for item in items:
+        item = str(item).strip()
+        if not item:
+            continue
+        if item == "*":
+            return ("*",)
+        try:
+            out.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ConfigError(f"tgreen: {name}: {item!r} is not an IP address or network") from None
+    return tuple(out)
+
+
+def parse_bind(name: str, value: Any) -> tuple:
+    """One ``--bind`` value: ``HOST:PORT``, ``[IPV6]:PORT``, ``:PORT``,
+    ``unix:PATH`` or ``fd://N``. Returns ("tcp", host, port),
+    ("unix", path) or ("fd", n)."""
+    if isinstance(value, tuple):
+        return value
+    s = str(value).strip()
+    if s.startswith("unix:"):
+        path = s[5:]
+        if not path:
+            raise ConfigError(f"tgreen: {name}: unix: needs a path (got {s!r})")
+        return ("unix", path)
+    if s.startswith("fd://"):
+        try:
+            fd = int(s[5:])
+        except ValueError:
+            raise ConfigError(f"tgreen: {name}: fd://N needs a file descriptor number (got {s!r})") from None
+        if fd < 0:
+            raise ConfigError(f"tgreen: {name}: bad file descriptor in {s!r}")
+        return ("fd", fd)
+    if s.startswith("["):
+        host, sep, rest = s[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            raise ConfigError(f"tgreen: {name}: expected [IPV6]:PORT (got {s!r})")
+        port_s = rest[1:]
+    else:
+        host, sep, port_s = s.rpartition(":")
+        if not sep:
+            host, port_s = s, "8000"
+        if ":" in host:
+            raise ConfigError(f"tgreen: {name}: write IPv6 addresses as [ADDR]:PORT (got {s!r})")
+    try:
+        port = int(port_s)
+    except ValueError:
+        raise ConfigError(f"tgreen: {name}: bad port in {s!r}") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"tgreen: {name}: port out of range in {s!r}")
+    return ("tcp", host or "0.0.0.0", port)
+
+
+def _binds(name: str, value: Any) -> tuple:
+    """One bind spec or a list of them."""
+    if value is None:
+        return ()
+    if isinstance(value, str) or (isinstance(value, tuple) and value
+                                  and value[0] in ("tcp", "unix", "fd")):
+        value = [value]
+    return tuple(parse_bind(name, v) for v in value)
+
+
+def _loop(name: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    return _choice("asyncio", "uvloop")(name, value)
+
+
+# -- the options -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    default: Any
+    parse: Callable[[str, Any], Any]
+    help: str
+    flag: str | None = None        # command-line flag; None = Python API only
+    metavar: str | None = None
+    group: str = "server"
+    repeat: bool = False           # the flag may be given several times
+
+    @property
+    def cli_flag(self) -> str:
+        return self.flag or "--" + self.name.replace("_", "-")
+
+
+OPTIONS: tuple[Option, ...] = (
+    # where and how much
+    Option("bind", ("tcp", "127.0.0.1", 8000), _binds,
+           "Address to listen on: HOST:PORT, [IPV6]:PORT, unix:PATH or fd://N. Repeat for several. "
+           "Default 127.0.0.1:8000.", metavar="ADDR", repeat=True),
+    Option("cores", 100, _int(1),
+           "Async cores per worker: requests served at once, each in its own greenlet. When all are "
+           "busy the worker stops accepting and reading until one frees. Default 100.", metavar="N"),
+    Option("workers", 1, _int(1), "Worker processes forked by the master. Default 1.", metavar="M",
+           group="process"),
+    Option("backlog", 2048, _int(1), "Listen queue length. Default 2048.", metavar="N"),
+    Option("loop", None, _loop,
+           "Event loop: asyncio or uvloop. Default: $TGREEN_LOOP, else asyncio.", metavar="LOOP",
+           group="process"),
+    Option("certfile", None, _str_or_none, "TLS certificate (PEM) to serve HTTPS.", metavar="FILE"),
+    Option("keyfile", None, _str_or_none, "TLS private key (PEM) for --certfile.", metavar="FILE"),
+    # timeouts
+    Option("keepalive_timeout", 5.0, _seconds,
+           "Close a keep-alive connection idle this long between requests (0: never). Default 5.",
+           flag="--keep-alive", metavar="SECONDS", group="timeouts"),
+    Option("header_timeout", 10.0, _seconds,
+           "Close a connection that takes longer to send a request's line and headers (0: never). "
+           "Default 10.", metavar="SECONDS", group="timeouts"),
+    Option("body_timeout", 30.0, _seconds,
+           "Fail a request whose body stalls this long between reads, 408 (0: never). Default 30.",
+           metavar="SECONDS", group="timeouts"),
+    Option("write_timeout", 30.0, _seconds,
+           "Abort a response the client does not read for this long, freeing its core (0: never). "
+           "Default 30.", metavar="SECONDS", group="timeouts"),
+    Option("graceful_timeout", 30.0, _seconds,
+           "On SIGTERM or stop(), wait this long for in-flight requests before closing them. "
+           "Default 30.", metavar="SECONDS", group="timeouts"),
+    # limits
+    Option("limit_request_line", 8190, _int(0),
+           "Longest request line in bytes, else 414 (0: unlimited). Default 8190.", metavar="BYTES",
+           group="limits"),
+    Option("limit_request_fields", 100, _int(0),
+           "Most header fields in a request, else 431 (0: unlimited). Default 100.", metavar="N",
+           group="limits"),
+    Option("limit_request_field_size", 8190, _int(0),
+           "Longest header field (name and value) in bytes, else 431 (0: unlimited). Default 8190.",
+           metavar="BYTES", group="limits"),
+    Option("limit_request_body", 0, _int(0),
+           "Largest request body in bytes, else 413 (0: unlimited). Default 0.", metavar="BYTES",
+           group="limits"),
+    Option("max_requests", 0, _int(0),
+           "Restart a worker after it served this many requests (0: never). Default 0.",
+           metavar="N", group="process"),
+    Option("max_requests_jitter", 0, _int(0),
+           "Add a random 0..N to --max-requests per worker so they do not restart together.",
+           metavar="N", group="process"),
+    # proxies and environ
+    Option("forwarded_allow_ips", "127.0.0.1,::1", _ip_list,
+           "Peers (comma-separated IPs/networks, or '*') whose X-Forwarded-For/-Proto headers are "
+           "trusted for REMOTE_ADDR and wsgi.url_scheme. Unix-socket peers are always trusted. "
+           "Default 127.0.0.1,::1.", metavar="IPS", group="proxy"),
+    Option("root_path", "", _root_path, "SCRIPT_NAME for every request, e.g. /app when mounted "
+           "below a prefix. Default empty.", metavar="PATH", group="proxy"),
+    Option("underscore_headers", "drop", _choice("drop", "refuse", "allow"),
+           "Request headers with '_' in their name would collide with '-' in the environ: drop them, "
+           "refuse the request (400), or allow them. Default drop.", metavar="POLICY", group="proxy"),
+    # logging
+    Option("access_log", None, _str_or_none,
+           "Write an access log (common log format plus the request time in ms) to FILE, or '-' "
+           "for stderr. Off by default.", metavar="FILE", group="logging"),
+    Option("log_level", "info", _choice("debug", "info", "warning", "error", "critical"),
+           "Error log level: debug, info, warning, error, critical. Default info.", metavar="LEVEL",
+           group="logging"),
+)
+
+_BY_NAME = {o.name: o for o in OPTIONS}
+
+
+class Config:
+    """Validated option values; attribute access by option name."""
+
+    __slots__ = tuple(_BY_NAME)
+
+    def __init__(self, **values: Any) -> None:
+        unknown = set(values) - set(_BY_NAME)
+        if unknown:
+            raise TypeError(f"tgreen: unknown server option(s): {', '.join(sorted(unknown))}")
+        for opt in OPTIONS:
+            if opt.name in values:
+                value = opt.parse(opt.name, values[opt.name])
+            else:
+                value = opt.parse(opt.name, opt.default)
+            object.__setattr__(self, opt.name, value)
+        if bool(self.certfile) != bool(self.keyfile):
+            raise ConfigError("tgreen: certfile and keyfile go together")
+
+    def replace(self, **values: Any) -> "Config":
+        merged = {o.name: getattr(self, o.name) for o in OPTIONS}
+        merged.update(values)
+        return Config(**merged)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        opt = _BY_NAME.get(name)
+        if opt is None:
+            raise AttributeError(name)
+        object.__setattr__(self, name, opt.parse(name, value))
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{o.name}={getattr(self, o.name)!r}" for o in OPTIONS)
+        return f"Config({fields})"
