@@ -639,6 +639,27 @@ def pg_in_os_threads(cfg: dict) -> dict:
     return result
 
 
+@scenario
+def psycopg3_python_reconnects(cfg: dict) -> dict:
+    """Pure-Python psycopg 3 (``PSYCOPG_IMPL=python``) under patch_all()
+    alone waits with the green ``select.poll``: concurrent, but every
+    connection that reuses a closed libpq fd's number waits out psycopg's
+    0.1 s polling interval, because the green poll leaves its loop
+    registration on fds closed outside tgreen."""
+    psycopg = _import_psycopg()
+    if psycopg.pq.__impl__ != "python":
+        raise Skip("run with PSYCOPG_IMPL=python")
+    dsn = pg_dsn(cfg)
+    t0 = time.monotonic()
+    for i in range(20):
+        with tgreen.Timeout(5):
+            conn = psycopg.connect(**dsn)
+            assert conn.execute("SELECT %s::int", (i,)).fetchone()[0] == i
+            conn.close()
+    return {"reconnects_wall": round(time.monotonic() - t0, 3),
+            "wait_function": psycopg.waiting.wait.__name__}
+
+
 # -- MariaDB ----------------------------------------------------------------------
 
 
