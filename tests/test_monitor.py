@@ -9,10 +9,17 @@ import textwrap
 import pytest
 
 import tgreen
+import tgreen.loop
 import tgreen.monitor as monitor
 from tgreen import _originals
 
 real_sleep = _originals.get("time", "sleep")
+
+
+selector_loop_only = pytest.mark.skipif(
+    tgreen.loop.loop_kind() == "uvloop",
+    reason="needs asyncio's selector loop (uvloop: no Python-level selector or timer "
+           "queue to look at, no would-block-forever check)")
 
 
 @pytest.fixture(autouse=True)
@@ -58,6 +65,7 @@ def test_an_idle_or_green_loop_is_not_reported():
     assert m.reports == 0, out.getvalue()
 
 
+@selector_loop_only
 def test_main_greenlet_starving_due_timers_is_reported():
     out = io.StringIO()
     m = monitor.start(threshold_ms=50, stream=out)
@@ -69,6 +77,7 @@ def test_main_greenlet_starving_due_timers_is_reported():
     assert "blocking_parse_step" in out.getvalue()
 
 
+@selector_loop_only
 def test_stop_ends_reporting_and_restores_the_selector():
     hub = tgreen.get_hub()
     before = hub.loop._selector
@@ -81,6 +90,7 @@ def test_stop_ends_reporting_and_restores_the_selector():
     assert m.reports == 0
 
 
+@selector_loop_only
 def test_monitoring_keeps_the_would_block_forever_check():
     monitor.start(threshold_ms=50, stream=io.StringIO())
     ev = tgreen.Event()

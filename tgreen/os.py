@@ -123,8 +123,12 @@ def wait_fd(fd: int, write: bool = False, hub: Any = None, keep: bool = False) -
     if hub is None:
         _block_until(fd, _POLLOUT if write else _POLLIN)
         return
+    restore_blocking = False
     if not keep:
         _forget_idle(hub, fd)
+        # uvloop (libuv's uv_poll) puts every fd it watches in non-blocking
+        # mode; an fd somebody else owns must come back as it was.
+        restore_blocking = type(hub.loop).__module__.startswith("uvloop") and _get_blocking(fd)
     try:
         if write:
             hub.wait_write(fd)
@@ -137,6 +141,11 @@ def wait_fd(fd: int, write: bool = False, hub: Any = None, keep: bool = False) -
     finally:
         if not keep:
             _forget_idle(hub, fd)
+            if restore_blocking:
+                try:
+                    _std.set_blocking(fd, True)
+                except OSError:
+                    pass
 
 
 def _forget_idle(hub: Any, fd: int) -> None:
@@ -351,6 +360,9 @@ if _waitid is not None:
 
 # -- fork ----------------------------------------------------------------------------
 
+_abandoned: list = []
+
+
 def _abandon_parent_loop() -> None:
     """In a forked child: forget the parent's asyncio loop without touching
     the epoll instance and self-pipe it shares with the parent (module
@@ -361,10 +373,18 @@ def _abandon_parent_loop() -> None:
         loop = getattr(local, "_loop", None)
     except Exception:  # noqa: BLE001 - never break a fork over this
         return
-    if loop is None or not isinstance(loop, asyncio.BaseEventLoop) or loop.is_closed():
+    if loop is None or loop.is_closed():
         return
-    if getattr(loop, "_selector", None) is None:
-        return  # not a selector loop (uvloop): leave it to its own fork handling
+    if not isinstance(loop, asyncio.BaseEventLoop) or getattr(loop, "_selector", None) is None:
+        # uvloop: no way to close only our copies of its fds. Keep the object
+        # alive (its deallocation would close it, unregistering fds from the
+        # shared epoll) and let the child make a new loop.
+        _abandoned.append(loop)
+        try:
+            local._loop = None
+        except AttributeError:
+            pass
+        return
     # Mark it closed for asyncio (so close() and __del__ do nothing), then
     # close this process's copies of its fds with plain close(2)s, which do
     # not unregister anything from the shared epoll.
