@@ -46,13 +46,18 @@ How
   ``excluded_<lib>.txt`` (one ``test.module.Class[.test_method]  # reason`` per
   line; a class or module prefix excludes everything under it) are removed
   from the suite before running and counted as "excluded".
-* Per-test time limit: ``faulthandler.dump_traceback_later(exit=True)`` is
-  re-armed around every test.  It runs on a native watchdog thread, so it works
-  even when the event loop / hub is wedged, which a SIGALRM handler cannot
-  promise under greenlets.  When it fires, the child dumps all stacks and
-  exits; the parent records the running test as failed ("TIMEOUT") and starts
-  a new child that resumes after it.  Crashes are handled the same way
-  (recorded as errors).  The parent also enforces a whole-module timeout.
+* Per-test time limit (default 60 s, above test.support.SHORT_TIMEOUT so
+  tests' own 30 s waits fail with their own message): a watchdog on a *native*
+  thread (made with the unpatched ``_thread`` functions saved before patching)
+  re-armed around every test.  A SIGALRM handler cannot promise this under
+  greenlets: it runs in whatever greenlet is current, often the hub, which
+  swallows it.  When the limit passes the watchdog dumps every thread's and
+  greenlet's stack (the main greenlet's stack is where the test code is
+  suspended) and exits; ``faulthandler.dump_traceback_later(exit=True)`` is a
+  backstop if the GIL is never released.  The parent records the running test
+  as failed ("TIMEOUT") and starts a new child that resumes after it.  Crashes
+  are handled the same way (recorded as errors).  The parent also enforces a
+  whole-module timeout.
 * The child streams JSON events (start / result per test) to a file, so the
   parent knows exactly which test was running when a child died.
 
@@ -62,8 +67,8 @@ timeouts), errors, skipped, excluded, plus fixture errors (setUpClass and
 friends), tests never run, hung tests, and tests that tried to go outside.
 
 Exit status: 0 when every module ran to completion (test failures are data, not
-harness errors), 1 when a module was aborted, 2 when the library could not be
-imported/patched, 64 on bad usage.
+harness errors), 1 when a module was aborted or died, 3 when the library could
+not be imported/patched (argparse uses 2 for bad usage).
 """
 
 from __future__ import annotations
@@ -105,7 +110,11 @@ LOOPBACK_NETWORK_MODULES = {
 }
 
 PATCH_FAILED_EXIT = 3
-DEFAULT_TEST_TIMEOUT = 30.0
+WATCHDOG_EXIT = 5
+# Above test.support.SHORT_TIMEOUT (30 s), which tests use for their own waits
+# (e.g. threading_helper.wait_threads_exit), so those fail with their own message.
+DEFAULT_TEST_TIMEOUT = 60.0
+BACKSTOP_EXTRA = 15.0
 DEFAULT_MODULE_TIMEOUT = 1800.0
 MAX_ATTEMPTS = 60
 
@@ -114,6 +123,8 @@ MAX_ATTEMPTS = 60
 _CHILD_BOOTSTRAP = r"""
 import sys
 lib, runner_path, config_path = sys.argv[1:4]
+import _thread
+real_thread = (_thread.start_new_thread, _thread.allocate_lock, _thread.get_ident)
 try:
     if lib == "gevent":
         from gevent import monkey
@@ -132,7 +143,7 @@ import importlib.util
 spec = importlib.util.spec_from_file_location("_stdlib_runner_child", runner_path)
 runner = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(runner)
-runner._child_main(lib, config_path)
+runner._child_main(lib, config_path, real_thread)
 """.replace("PATCH_FAILED_EXIT", str(PATCH_FAILED_EXIT))
 
 
@@ -143,7 +154,7 @@ runner._child_main(lib, config_path)
 def read_exclusions(lib):
     """Return [(id, reason, filename)] from excluded_common.txt + excluded_<lib>.txt."""
     entries = []
-    for name in ("excluded_common.txt", "excluded_%s.txt" % lib):
+    for name in ("excluded_common.txt", f"excluded_{lib}.txt"):
         path = os.path.join(HERE, name)
         if not os.path.exists(path):
             continue
@@ -154,7 +165,7 @@ def read_exclusions(lib):
                 if not test_id:
                     continue
                 if " " in test_id or not test_id.startswith("test."):
-                    raise SystemExit("%s:%d: bad test id %r" % (name, lineno, test_id))
+                    raise SystemExit(f"{name}:{lineno}: bad test id {test_id!r}")
                 entries.append((test_id, reason.strip(), name))
     return entries
 
@@ -248,15 +259,84 @@ def _install_network_guard(on_block):
                 bad = host
         elif event == "socket.getnameinfo":
             pass
-        elif event in ("socket.connect", "socket.sendto", "socket.sendmsg"):
-            if not dest_ok(args[1]):
-                bad = args[1]
+        elif event in ("socket.connect", "socket.sendto", "socket.sendmsg") and not dest_ok(args[1]):
+            bad = args[1]
         if bad is not None:
             on_block(event, bad)
-            raise OutsideNetworkBlocked("%s(%r) blocked: the stdlib harness only "
-                                        "allows loopback" % (event, bad))
+            raise OutsideNetworkBlocked(f"{event}({bad!r}) blocked: the stdlib harness only "
+                                        "allows loopback")
 
     sys.addaudithook(hook)
+
+
+def _start_watchdog(real_thread, fault_file):
+    """Per-test time limit that can see into greenlets.
+
+    A native thread (started with the *unpatched* _thread functions saved by
+    the bootstrap) wakes up every 0.2 s; once the armed deadline passes it
+    writes every thread's and every greenlet's stack to the fault file, plus a
+    "WHERE:" line for the main greenlet (where the test code is suspended
+    while the hub/loop runs), and exits with WATCHDOG_EXIT.  faulthandler is
+    armed a little later as a backstop for the case where the GIL is never
+    released.  Returns a function arm(seconds_or_None).
+    """
+    import faulthandler
+    import traceback
+    start_new_thread, allocate_lock, get_ident = real_thread
+    main_ident = get_ident()
+    gl = sys.modules.get("greenlet")
+    main_greenlet = gl.getcurrent() if gl else None
+    state = {"deadline": None, "timeout": None}
+
+    def stack(frame, limit=12):
+        return "".join(traceback.format_stack(frame, limit)) if frame else ""
+
+    def dump():
+        w = fault_file.write
+        w("Timeout (harness watchdog, {}s)!\n".format(state["timeout"]))
+        frame = getattr(main_greenlet, "gr_frame", None) or \
+            sys._current_frames().get(main_ident)
+        inner = traceback.extract_stack(frame, 30)[::-1] if frame else []
+        w("WHERE: {}\n".format(" <- ".join(
+            f"{os.path.basename(f.filename)}:{f.lineno} in {f.name}"
+            for f in inner[:6])))
+        for ident, fr in sys._current_frames().items():
+            w("\n--- thread {:#x}{} ---\n{}".format(ident, " (main)" if ident == main_ident
+                                              else "", stack(fr)))
+        if gl is not None:
+            import gc
+            n = 0
+            for g in gc.get_objects():
+                if isinstance(g, gl.greenlet) and getattr(g, "gr_frame", None):
+                    n += 1
+                    if n <= 30:
+                        w(f"\n--- greenlet {g!r} ---\n{stack(g.gr_frame)}")
+        fault_file.flush()
+
+    def run():
+        sleeper = allocate_lock()
+        sleeper.acquire()
+        while True:
+            sleeper.acquire(True, 0.2)
+            deadline = state["deadline"]
+            if deadline is not None and time.monotonic() > deadline:
+                try:
+                    dump()
+                finally:
+                    os._exit(WATCHDOG_EXIT)
+
+    def arm(timeout):
+        if timeout is None:
+            state["deadline"] = None
+            faulthandler.cancel_dump_traceback_later()
+            return
+        state["timeout"] = timeout
+        state["deadline"] = time.monotonic() + timeout
+        faulthandler.dump_traceback_later(timeout + BACKSTOP_EXTRA, exit=True,
+                                          file=fault_file)
+
+    start_new_thread(run, ())
+    return arm
 
 
 def _fixup_test_timeout(mod):
@@ -302,6 +382,7 @@ def _filter_suite(suite, keep):
 
 def _load_suite(mod):
     import unittest
+
     from test import support
     suite = unittest.defaultTestLoader.loadTestsFromModule(mod)  # honours load_tests
     if suite.countTestCases() == 0 and hasattr(mod, "test_main"):
@@ -326,8 +407,7 @@ def _load_suite(mod):
     return suite
 
 
-def _child_main(lib, config_path):
-    import faulthandler
+def _child_main(lib, config_path, real_thread):
     import traceback
     import unittest
 
@@ -350,9 +430,10 @@ def _child_main(lib, config_path):
         data["event"] = event
         os.write(events_fd, (json.dumps(data) + "\n").encode())
 
+    watchdog = _start_watchdog(real_thread, fault_file)
+
     def arm():
-        faulthandler.dump_traceback_later(cfg["test_timeout"], exit=True,
-                                          file=fault_file)
+        watchdog(cfg["test_timeout"])
 
     def short(err):
         return "".join(traceback.format_exception_only(err[0], err[1])).strip()[-400:]
@@ -406,7 +487,7 @@ def _child_main(lib, config_path):
             self._flags = {}
             self._details = []
             emit("start", id=test.id())
-            out.write("%s ... " % test.id())
+            out.write(f"{test.id()} ... ")
             out.flush()
             arm()
 
@@ -416,19 +497,18 @@ def _child_main(lib, config_path):
                      else test.description, outcome=kind,
                      detail=text if err is None else short(err))
                 if err is not None:
-                    out.write("\n[fixture %s] %s\n%s" % (
+                    out.write("\n[fixture {}] {}\n{}".format(
                         kind, getattr(test, "description", test),
                         self._exc_info_to_string(err, test)))
                 return
             self._flags[kind] = True
             if err is not None:
                 label = "" if test.id() == state["current"] else \
-                    "[%s] " % test._subDescription().strip()
-                self._details.append("%s%s: %s" % (kind, label, short(err)))
-                out.write("\n  %s %s\n%s" % (kind.upper(), test,
-                                             self._exc_info_to_string(err, test)))
+                    " " + test._subDescription().strip()
+                self._details.append(f"{kind}{label}: {short(err)}")
+                out.write(f"\n  {kind.upper()} {test}\n{self._exc_info_to_string(err, test)}")
             elif text:
-                self._details.append("%s: %s" % (kind, text))
+                self._details.append(f"{kind}: {text}")
 
         def addError(self, test, err):
             super().addError(test, err)
@@ -446,9 +526,7 @@ def _child_main(lib, config_path):
 
         def addSkip(self, test, reason):
             super().addSkip(test, reason)
-            if isinstance(test, ErrorHolder) or state["current"] is None:
-                self._note("skip", test, text=reason)
-            elif test.id() == state["current"]:
+            if isinstance(test, ErrorHolder) or state["current"] is None or test.id() == state["current"]:
                 self._note("skip", test, text=reason)
 
         def addExpectedFailure(self, test, err):
@@ -466,7 +544,7 @@ def _child_main(lib, config_path):
             emit("result", id=test.id(), outcome=outcome,
                  detail=" | ".join(self._details)[:1000],
                  secs=round(time.monotonic() - self._t0, 3))
-            out.write("%s\n" % outcome)
+            out.write(f"{outcome}\n")
             out.flush()
             state["current"] = None
             arm()  # next window: class/module fixtures + next test
@@ -474,7 +552,7 @@ def _child_main(lib, config_path):
 
     result = EventResult()
     suite.run(result)
-    faulthandler.cancel_dump_traceback_later()
+    watchdog(None)
     emit("done")
     out.flush()
     sys.stderr.flush()
@@ -492,7 +570,7 @@ def _patch_info(lib):
     import select
     import socket
     import threading
-    info["socket.socket"] = "%s.%s" % (socket.socket.__module__, socket.socket.__qualname__)
+    info["socket.socket"] = f"{socket.socket.__module__}.{socket.socket.__qualname__}"
     info["select.select"] = getattr(select.select, "__module__", None) or "builtin"
     info["time.sleep"] = getattr(time.sleep, "__module__", None) or "builtin"
     info["threading.Lock"] = repr(threading.Lock)
@@ -518,19 +596,23 @@ def _read_events(path):
 
 
 def _fault_summary(path):
-    """(timed_out, innermost frames of the main thread) from a faulthandler dump.
+    """(timed_out, where) from the watchdog or faulthandler dump of a child.
 
-    The main thread is listed last: CPython prepends new threads to its list.
+    faulthandler lists the main thread last (CPython prepends new threads).
     """
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             text = f.read()
     except OSError:
         return False, ""
-    blocks = re.split(r"^(?:Current thread|Thread) 0x[0-9a-f]+ .*$", text, flags=re.M)
-    frames = [ln.strip() for ln in blocks[-1].splitlines()
-              if ln.strip().startswith("File")] if len(blocks) > 1 else []
-    return "Timeout (" in text, " <- ".join(frames[:4])
+    m = re.search(r"^WHERE: (.*)$", text, flags=re.MULTILINE)
+    if m:
+        return True, m.group(1)
+    blocks = re.split(r"^(?:Current thread|Thread) 0x[0-9a-f]+ .*$", text, flags=re.MULTILINE)
+    frames = re.findall(r'^\s*File "([^"]*)", line (\d+) in (\S+)', blocks[-1],
+                        flags=re.MULTILINE) if len(blocks) > 1 else []
+    return "Timeout (" in text, " <- ".join(
+        f"{os.path.basename(f)}:{n} in {fn}" for f, n, fn in frames[:6])
 
 
 def _kill_group(proc):
@@ -592,16 +674,16 @@ def run_module(module, lib, args, exclusions, log_dir):
     mr = ModuleRun(module)
     t_start = time.monotonic()
     deadline = t_start + args.module_timeout
-    log_path = os.path.join(log_dir, "%s-%s.log" % (lib, module))
+    log_path = os.path.join(log_dir, f"{lib}-{module}.log")
     log = open(log_path, "w")
     no_progress = 0
     while True:
         mr.attempts += 1
         if mr.attempts > MAX_ATTEMPTS:
             mr.status = "aborted"
-            mr.notes.append("gave up after %d child restarts" % MAX_ATTEMPTS)
+            mr.notes.append(f"gave up after {MAX_ATTEMPTS} child restarts")
             break
-        tag = "%s-%s-%d" % (lib, module, mr.attempts)
+        tag = f"{lib}-{module}-{mr.attempts}"
         events_path = os.path.join(log_dir, tag + ".events")
         fault_path = os.path.join(log_dir, tag + ".faults")
         cfg_path = os.path.join(log_dir, tag + ".json")
@@ -611,12 +693,12 @@ def run_module(module, lib, args, exclusions, log_dir):
                        "test_timeout": args.test_timeout,
                        "resources": _resources_for(module),
                        "exclusions": exclusions, "skip_ids": sorted(skip)}, f)
-        cwd = tempfile.mkdtemp(prefix="stdlib-%s-" % module)
+        cwd = tempfile.mkdtemp(prefix=f"stdlib-{module}-")
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
             [REPO_ROOT] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
         env.pop("PYTHONSTARTUP", None)
-        log.write("\n===== attempt %d (%s) =====\n" % (mr.attempts, time.ctime()))
+        log.write(f"\n===== attempt {mr.attempts} ({time.ctime()}) =====\n")
         log.flush()
         proc = subprocess.Popen(
             [args.python, "-X", "faulthandler", "-c", _CHILD_BOOTSTRAP, lib,
@@ -636,7 +718,7 @@ def run_module(module, lib, args, exclusions, log_dir):
             with open(fault_path, encoding="utf-8", errors="replace") as f:
                 faults = f.read()
             if faults:
-                log.write("\n----- faulthandler dump -----\n%s\n" % faults)
+                log.write(f"\n----- faulthandler dump -----\n{faults}\n")
         except OSError:
             pass
         log.flush()
@@ -666,7 +748,7 @@ def run_module(module, lib, args, exclusions, log_dir):
                 mr.notes.append("module skipped: " + ev["reason"])
             elif kind == "fatal":
                 mr.status = "fatal"
-                mr.notes.append("%s failed: %s" % (ev["stage"], ev["detail"]))
+                mr.notes.append("{} failed: {}".format(ev["stage"], ev["detail"]))
             elif kind == "done":
                 done = True
 
@@ -674,17 +756,18 @@ def run_module(module, lib, args, exclusions, log_dir):
             break
         if rc == PATCH_FAILED_EXIT and not events:
             mr.status = "lib unavailable"
-            mr.notes.append("patching with %s failed (see %s)" % (lib, log_path))
+            mr.notes.append(f"patching with {lib} failed (see {log_path})")
             break
 
         # The child died (or was killed) before finishing.
         hang, where = _fault_summary(fault_path)
+        hang = hang or rc == WATCHDOG_EXIT
         if timed_out_module:
-            why = "module timeout (%ss)" % args.module_timeout
+            why = f"module timeout ({args.module_timeout}s)"
         elif hang:
-            why = "TIMEOUT: no progress for %ss (child killed)" % args.test_timeout
+            why = f"TIMEOUT: no progress for {args.test_timeout}s (child killed)"
         else:
-            why = "CRASH: child exited with status %s" % rc
+            why = f"CRASH: child exited with status {rc}"
         if where:
             why += "; at " + where
         if mr.collected is None:
@@ -705,7 +788,7 @@ def run_module(module, lib, args, exclusions, log_dir):
                 mr.fixture_errors["<module teardown>"] = why
                 break
             cls = pending[0].rsplit(".", 1)[0]
-            mr.fixture_errors["<fixture of %s>" % cls] = why
+            mr.fixture_errors[f"<fixture of {cls}>"] = why
             for i in pending:
                 if _matches(i, cls):
                     mr.not_run[i] = "fixture of its class hung/crashed"
@@ -723,7 +806,7 @@ def run_module(module, lib, args, exclusions, log_dir):
             for fid, reason in mr.fixture_skips.items():
                 m = re.match(r"^\w+ \((.+)\)$", fid)
                 if m and _matches(i, m.group(1)):
-                    mr.outcomes[i] = ("skip", "fixture skip: %s" % reason)
+                    mr.outcomes[i] = ("skip", f"fixture skip: {reason}")
                     break
             else:
                 mr.not_run[i] = "never reported (fixture error?)"
@@ -743,14 +826,14 @@ def preflight(lib, python):
                            capture_output=True, text=True, timeout=120, env=env,
                            cwd=tempfile.gettempdir())
     except subprocess.TimeoutExpired:
-        return None, "importing/patching %s hung for 120s" % lib
+        return None, f"importing/patching {lib} hung for 120s"
     if p.returncode != 0:
         tail = (p.stderr or p.stdout).strip().splitlines()[-1:] or ["no output"]
-        return None, "cannot import/patch %r with %s: %s" % (lib, python, tail[0])
+        return None, f"cannot import/patch {lib!r} with {python}: {tail[0]}"
     try:
         return json.loads(p.stdout.strip().splitlines()[-1]), None
     except (ValueError, IndexError):
-        return None, "preflight for %s printed no report: %r" % (lib, p.stdout[-300:])
+        return None, f"preflight for {lib} printed no report: {p.stdout[-300:]!r}"
 
 
 COLUMNS = ("run", "passed", "failed", "errors", "skipped", "excluded",
@@ -796,7 +879,7 @@ def compare(report, other_path):
             continue
         a, b = mine.get(i, "pass"), theirs.get(i, "pass")
         if a != b:
-            lines.append("  %-8s (other: %-8s) %s" % (a, b, i))
+            lines.append(f"  {a:<8} (other: {b:<8}) {i}")
     return lines
 
 
@@ -816,15 +899,15 @@ def main(argv=None):
     ap.add_argument("--compare", metavar="JSON",
                     help="also list tests whose outcome differs from this earlier report")
     ap.add_argument("modules", nargs="*", metavar="MODULE",
-                    help="test modules, default: %s" % " ".join(DEFAULT_MODULES))
+                    help="test modules, default: {}".format(" ".join(DEFAULT_MODULES)))
     args = ap.parse_args(argv)
-    modules = [m[len("test."):] if m.startswith("test.") else m
+    modules = [m.removeprefix("test.")
                for m in (args.modules or DEFAULT_MODULES)]
     for m in modules:
         if not re.match(r"^test_\w+$", m):
-            ap.error("not a stdlib test module name: %r" % m)
+            ap.error(f"not a stdlib test module name: {m!r}")
 
-    log_dir = args.log_dir or tempfile.mkdtemp(prefix="stdlib-%s-logs-" % args.lib)
+    log_dir = args.log_dir or tempfile.mkdtemp(prefix=f"stdlib-{args.lib}-logs-")
     os.makedirs(log_dir, exist_ok=True)
     exclusions = read_exclusions(args.lib)
     command = " ".join(["python", os.path.relpath(os.path.abspath(__file__), REPO_ROOT)]
@@ -840,31 +923,30 @@ def main(argv=None):
 
     info, err = preflight(args.lib, args.python)
     if err:
-        print("ERROR [%s]: %s" % (args.lib, err), file=sys.stderr)
+        print(f"ERROR [{args.lib}]: {err}", file=sys.stderr)
         report["meta"]["error"] = err
         for m in modules:
             report["modules"][m] = {"status": "lib unavailable", "notes": [err]}
         if args.json:
             _write_json(args.json, report)
-        return 2
+        return 3
     report["meta"]["lib_version"] = info.get("lib_version")
     report["meta"]["patched"] = info
-    print("lib=%s version=%s python=%s  socket.socket=%s  logs: %s" % (
+    print("lib={} version={} python={}  socket.socket={}  logs: {}".format(
         args.lib, info.get("lib_version"), platform.python_version(),
         info.get("socket.socket"), log_dir), flush=True)
 
     rc = 0
     for m in modules:
-        print("%-20s ..." % m, end=" ", flush=True)
+        print(f"{m:<20} ...", end=" ", flush=True)
         r = run_module(m, args.lib, args, exclusions, log_dir).as_dict()
         report["modules"][m] = r
-        print("%s  run=%d pass=%d fail=%d err=%d skip=%d excl=%d hung=%d  %.1fs" % (
-            r["status"], r["run"], r["passed"], r["failed"], r["errors"], r["skipped"],
-            r["excluded"], r["hung"], r["runtime_s"]), flush=True)
+        print("{status}  run={run} pass={passed} fail={failed} err={errors} skip={skipped} "
+              "excl={excluded} hung={hung}  {runtime_s:.1f}s".format(**r), flush=True)
         if r["status"] in ("aborted", "fatal", "lib unavailable"):
             rc = 1
         for n in r["notes"]:
-            print("    note: %s" % n)
+            print(f"    note: {n}")
         if args.json:
             _write_json(args.json, report)  # keep partial results on ^C
 
@@ -874,14 +956,14 @@ def main(argv=None):
         bad = dict(r.get("failed_ids", {}), **r.get("error_ids", {}),
                    **r.get("fixture_error_ids", {}))
         if bad:
-            print("\n%s: %d failing/erroring" % (m, len(bad)))
+            print(f"\n{m}: {len(bad)} failing/erroring")
             for i, d in sorted(bad.items()):
-                print("  %s\n      %s" % (i, d.splitlines()[0][:160] if d else ""))
+                print("  {}\n      {}".format(i, d.splitlines()[0][:160] if d else ""))
         for b in r.get("blocked_calls", []):
-            print("  BLOCKED outside call in %s: %s(%s)" % (b["id"], b["call"], b["arg"]))
+            print("  BLOCKED outside call in {}: {}({})".format(b["id"], b["call"], b["arg"]))
     if args.compare:
         diff = compare(report, args.compare)
-        print("\nOutcome differences vs %s (%d):" % (args.compare, len(diff)))
+        print(f"\nOutcome differences vs {args.compare} ({len(diff)}):")
         print("\n".join(diff))
     if args.json:
         _write_json(args.json, report)
