@@ -462,6 +462,40 @@ def test_locks_and_queues_are_shared_safely_with_real_threads():
     assert int(out["ticks"]) >= 8
 
 
+def test_a_plain_os_thread_starts_real_threads():
+    run("""
+        import threading, time, tgreen.threadpool
+        def in_worker():           # a tgreen.threadpool worker: no loop to be green on
+            out = []
+            t = threading.Thread(target=lambda: out.append(threading.get_native_id()))
+            t.start(); t.join()
+            bg = threading.Thread(target=lambda: (time.sleep(0.1), out.append("bg")))
+            bg.start()             # outlives the job: it must keep running
+            return out, threading.get_native_id(), bg
+        out, worker_native, bg = tgreen.threadpool.run(in_worker)
+        assert out[0] not in (worker_native, threading.get_native_id())
+        bg.join(2)                 # a green wait on a lock a real thread releases
+        assert out[1:] == ["bg"] and not bg.is_alive()
+    """)
+
+
+def test_patching_from_another_thread_keeps_the_main_thread_consistent():
+    run("""
+        import threading
+        def patch():
+            import tgreen.monkey; tgreen.monkey.patch_all()
+        t = threading.Thread(target=patch); t.start(); t.join()
+        import time
+        assert threading.current_thread() is threading.main_thread()
+        assert threading.main_thread().ident == threading.get_ident()
+        t0 = time.monotonic()
+        ts = [threading.Thread(target=time.sleep, args=(0.2,)) for _ in range(20)]
+        for t in ts: t.start()
+        for t in ts: t.join()
+        assert time.monotonic() - t0 < 1
+    """, patch=False)
+
+
 def test_threads_and_locks_inside_a_running_tornado_loop():
     out = values(run("""
         import asyncio, threading, time

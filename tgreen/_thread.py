@@ -78,6 +78,7 @@ __all__ = [
 _c_allocate_lock = _originals.get("_thread", "allocate_lock")
 _c_get_ident = _originals.get("_thread", "get_ident")
 _c_count = _originals.get("_thread", "_count")
+_c_start_new_thread = _originals.get("_thread", "start_new_thread")
 _main_os_ident = _originals.get("threading", "main_thread")().ident
 
 error = _originals.get("_thread", "error")
@@ -558,6 +559,10 @@ def start_new_thread(function: Callable[..., Any], args: tuple, kwargs: dict | N
         raise TypeError("2nd arg must be a tuple")
     if kwargs is not None and not isinstance(kwargs, dict):
         raise TypeError("optional 3rd arg must be a dictionary")
+    if current_hub_if_any() is None:
+        # A plain OS thread (an executor worker) has no loop to run a green
+        # thread on: what it starts stays a real thread.
+        return _c_start_new_thread(_run_real_thread, (function, args, kwargs or {}))
     g = _thread_greenlet()(function, *args, **(kwargs or {}))
     _green_count += 1
     hub = g.hub
@@ -570,6 +575,24 @@ def start_new_thread(function: Callable[..., Any], args: tuple, kwargs: dict | N
 
 
 start_new = start_new_thread
+
+
+def _run_real_thread(function: Callable[..., Any], args: tuple, kwargs: dict) -> None:
+    """``start_new_thread`` in a real thread: the same end-of-thread duties as
+    a green thread (sentinels, locals), since those objects are green ones."""
+    g = getcurrent()
+    g._tgreen_thread = True
+    try:
+        function(*args, **kwargs)
+    except SystemExit:
+        pass
+    except BaseException as e:  # noqa: BLE001 - reported like _thread does
+        _report_unraisable(e, function)
+    finally:
+        for lock in g.__dict__.pop("_tgreen_sentinels", ()):
+            if lock.locked():
+                lock.release()
+        _clear_locals(g)
 
 
 def exit() -> None:

@@ -105,6 +105,16 @@ def pristine_threading() -> types.ModuleType:
         if saved is not None:
             sys.modules["_thread"] = saved
     mod._set_sentinel = real_set_sentinel  # type: ignore[attr-defined]
+    # Its main thread is the process's main thread whichever thread runs
+    # this, and its shutdown (called by ours) must not wait for that lock.
+    main = mod._main_thread  # type: ignore[attr-defined]
+    mod._shutdown_locks.discard(main._tstate_lock)  # type: ignore[attr-defined]
+    real_main = _originals.get("threading", "main_thread")()
+    if main._ident != real_main.ident:
+        mod._active.pop(main._ident, None)  # type: ignore[attr-defined]
+        main._ident = real_main.ident
+        main._native_id = getattr(real_main, "_native_id", None)
+        mod._active[main._ident] = main  # type: ignore[attr-defined]
     mod.__tgreen_original__ = True  # type: ignore[attr-defined]
     _pristine = mod
     return mod
@@ -249,8 +259,12 @@ def _make_current_thread(std: types.ModuleType, pristine: types.ModuleType,
         except KeyError:
             pass
         if getcurrent().parent is None:
-            t = pristine._active.get(_c_get_ident())
-            if t is not None and _c_get_ident() != main_os:
+            os_ident = _c_get_ident()
+            if os_ident in active:  # threading was patched in another thread
+                _adopt_os_thread(std)
+                return active[get_ident()]
+            t = pristine._active.get(os_ident)
+            if t is not None and os_ident != main_os:
                 return t
         return std._DummyThread()
 
@@ -288,7 +302,7 @@ def _make_excepthook(std: types.ModuleType) -> Any:
 
 def _make_interrupt_main(hub_of: Any) -> Any:
     original = _originals.get("_thread", "interrupt_main")
-    main_os = _c_get_ident()
+    main_os = _gthread._main_os_ident
 
     def interrupt_main(signum: int = 2, /) -> None:
         """Simulate the arrival of signal ``signum`` in the main thread.
@@ -316,6 +330,7 @@ def _make_shutdown(std: types.ModuleType, pristine: types.ModuleType) -> Any:
     def _shutdown() -> None:
         """Wait until every non-daemon green thread has finished (the
         interpreter calls this at exit), then do the same for real threads."""
+        _adopt_os_thread(std)
         main = std._main_thread
         if not main._is_stopped:
             std.__dict__["_SHUTTING_DOWN"] = True
@@ -357,9 +372,7 @@ def __patch__(patch: Any) -> None:
     # The snapshot monkey hands the loop machinery (rule 2) and get_original.
     _originals._frozen["threading"] = pristine
 
-    main = std._main_thread
-    main_os = _c_get_ident()
-    in_main = main.ident == main_os and getcurrent().parent is None
+    main_os = _gthread._main_os_ident
 
     green_thread = {
         "allocate_lock": _gthread.allocate_lock,
@@ -397,25 +410,7 @@ def __patch__(patch: Any) -> None:
 
     patch("_threading_local", {"local": _gthread._local})
 
-    if in_main:
-        # The main thread is the main greenlet now.
-        new = get_ident()
-        with std._active_limbo_lock:
-            if std._active.get(main._ident) is main:
-                del std._active[main._ident]
-            std._active[new] = main
-        main._ident = new
-        # Its C thread-state lock is only released at the very end of the
-        # interpreter; a green thread joining the main thread must wait on
-        # something green, released by our _shutdown.
-        _main_real_tstate_lock = main._tstate_lock
-        if _main_real_tstate_lock is not None:
-            with std._shutdown_locks_lock:
-                std._shutdown_locks.discard(_main_real_tstate_lock)
-            tlock = Lock()
-            tlock.acquire()
-            main._tstate_lock = tlock
-        _fix_import_locks(main_os, new)
+    _adopt_os_thread(std)
     _fix_logging_locks()
 
     # concurrent.futures: Futures green, executors green unless the loop's.
@@ -424,6 +419,40 @@ def __patch__(patch: Any) -> None:
     patch("concurrent.futures", {"ThreadPoolExecutor": ThreadPoolExecutor})
     _patched = True
     del _threading_local
+
+
+def _adopt_os_thread(std: types.ModuleType) -> None:
+    """Re-key the Thread object of the running OS thread from its OS ident to
+    the ident of its root greenlet, the one ``get_ident()`` now returns.
+
+    Done for the patching thread at patch time and, when patching happened
+    elsewhere, lazily for the main thread (``current_thread``, ``_shutdown``).
+    Only a root greenlet may adopt: other greenlets are green threads.
+    """
+    global _main_real_tstate_lock
+    if getcurrent().parent is not None:
+        return
+    old = _c_get_ident()
+    with std._active_limbo_lock:
+        thread = std._active.get(old)
+        if thread is None or thread._ident != old:
+            return
+        new = get_ident()
+        del std._active[old]
+        std._active[new] = thread
+        thread._ident = new
+    _fix_import_locks(old, new)
+    if thread is std._main_thread:
+        # The main thread's C thread-state lock is only released at the very
+        # end of the interpreter; a green thread joining the main thread must
+        # wait on something green, released by our _shutdown.
+        _main_real_tstate_lock = thread._tstate_lock
+        if _main_real_tstate_lock is not None:
+            with std._shutdown_locks_lock:
+                std._shutdown_locks.discard(_main_real_tstate_lock)
+            tlock = Lock()
+            tlock.acquire()
+            thread._tstate_lock = tlock
 
 
 def _fix_import_locks(old: int, new: int) -> None:
