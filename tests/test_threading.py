@@ -105,6 +105,20 @@ def test_idents_are_per_greenlet_and_the_main_thread_stays_consistent():
     """)
 
 
+def test_a_green_thread_starts_with_an_empty_context_like_a_thread():
+    run("""
+        import contextvars, decimal, threading
+        var = contextvars.ContextVar("var", default="default")
+        var.set("main")
+        decimal.getcontext().prec = 5
+        seen = []
+        t = threading.Thread(target=lambda: seen.append((var.get(), decimal.getcontext().prec)))
+        t.start(); t.join()
+        assert seen == [("default", 28)], seen
+        assert var.get() == "main" and decimal.getcontext().prec == 5
+    """)
+
+
 def test_green_threads_can_join_the_main_thread_and_exit_waits_for_non_daemons():
     out = run("""
         import threading, time

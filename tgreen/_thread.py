@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import sys
 from collections import deque
+from contextvars import Context as _Context
 from collections.abc import Callable
 from typing import Any
 from weakref import ref as _weakref
@@ -564,6 +565,7 @@ def start_new_thread(function: Callable[..., Any], args: tuple, kwargs: dict | N
         # thread on: what it starts stays a real thread.
         return _c_start_new_thread(_run_real_thread, (function, args, kwargs or {}))
     g = _thread_greenlet()(function, *args, **(kwargs or {}))
+    g.gr_context = _Context()  # a new thread starts with an empty context
     _green_count += 1
     hub = g.hub
     if getcurrent() is hub.root and hub._runner is None and hub.loop.is_running():
