@@ -12,6 +12,9 @@ removing every trace at the end of the session. Rules:
 3. Servers that refuse to run as root (postgres, mariadbd) are run as an
    unprivileged system user (``postgres``/``mysql``, else ``nobody``); the
    temp dir is handed to that user.
+4. A server is never a child of the test process (tests that wait for any
+   child, ``os.waitpid(-1)``, would wait for it): ``server_nanny.py`` runs
+   it detached, and stops it when told or when the test process dies.
 
 Use the fixtures from a test module::
 
@@ -24,11 +27,14 @@ Use the fixtures from a test module::
 from __future__ import annotations
 
 import glob
+import json
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -37,6 +43,7 @@ import pytest
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 60.0
+NANNY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "server_nanny.py")
 
 
 @dataclass
@@ -46,10 +53,14 @@ class Server:
     name: str
     host: str
     port: int
-    proc: subprocess.Popen
+    pid: int        # the server's
+    nanny_pid: int  # its parent's (server_nanny.py)
     tmpdir: str
     logfile: str
     info: dict = field(default_factory=dict)
+
+    def alive(self) -> bool:
+        return _alive(self.pid)
 
     def log(self) -> str:
         try:
@@ -59,14 +70,36 @@ class Server:
             return ""
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        """Ask the nanny to stop the server; wait until both are gone."""
+        try:
+            os.kill(self.nanny_pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + 20
+        while (_alive(self.pid) or _alive(self.nanny_pid)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for pid in (self.pid, self.nanny_pid):
+            if _alive(pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
         shutil.rmtree(self.tmpdir, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, exited but not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def free_port() -> int:
@@ -111,18 +144,42 @@ def _make_tmpdir(prefix: str, user: pwd.struct_passwd | None) -> str:
     return d
 
 
-def _popen(argv: list[str], user: pwd.struct_passwd | None, logfile: str, **kw) -> subprocess.Popen:
-    log = open(logfile, "ab")
-    try:
-        extra = {}
-        if user is not None:
-            extra = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
-        home = os.path.dirname(logfile)  # the server's own temp dir
-        env = dict(os.environ, HOME=home, TMPDIR=home, LC_ALL="C")
+def _server_env(logfile: str) -> dict:
+    home = os.path.dirname(logfile)  # the server's own temp dir
+    return dict(os.environ, HOME=home, TMPDIR=home, LC_ALL="C")
+
+
+def _popen(argv: list[str], user: pwd.struct_passwd | None, logfile: str) -> subprocess.Popen:
+    """A short-lived child (an init step), waited for by the caller."""
+    extra = {}
+    if user is not None:
+        extra = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+    with open(logfile, "ab") as log:
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                env=env, start_new_session=True, **extra, **kw)
-    finally:
-        log.close()
+                                env=_server_env(logfile), start_new_session=True, **extra)
+
+
+def _spawn(name: str, argv: list[str], user: pwd.struct_passwd | None, tmp: str, logfile: str,
+           port: int, info: dict | None = None) -> Server:
+    """Start a long-running server through server_nanny.py (rule 4)."""
+    pidfile = os.path.join(tmp, "nanny.pid")
+    spec = {"argv": argv, "env": _server_env(logfile), "log": logfile, "pidfile": pidfile,
+            "tmpdir": tmp, "uid": user.pw_uid if user else None, "gid": user.pw_gid if user else None}
+    subprocess.run([sys.executable, NANNY, str(os.getpid()), json.dumps(spec)], check=True,
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   timeout=30)
+    deadline = time.monotonic() + 10
+    while not os.path.exists(pidfile):
+        if time.monotonic() > deadline:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise RuntimeError(f"{name}: server_nanny.py did not start it")
+        time.sleep(0.01)
+    with open(pidfile) as f:
+        nanny_pid, pid, *error = f.read().split(maxsplit=2)
+    if int(pid) < 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise RuntimeError(f"{name}: could not start {argv[0]}: {' '.join(error)}")
+    return Server(name, HOST, port, int(pid), int(nanny_pid), tmp, logfile, info or {})
 
 
 def _run(argv: list[str], user: pwd.struct_passwd | None, logfile: str, what: str) -> None:
@@ -146,10 +203,10 @@ def _wait_until(server: Server, ready) -> None:
     """Poll ``ready()`` until it is true; fail with the server's log if it dies."""
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
-        if server.proc.poll() is not None:
+        if not server.alive():
             log = server.log()
             server.stop()
-            raise RuntimeError(f"{server.name} exited with {server.proc.returncode}:\n{log}")
+            raise RuntimeError(f"{server.name} exited:\n{log}")
         try:
             if ready():
                 return
@@ -176,10 +233,10 @@ def start_redis() -> Server:
     tmp = _make_tmpdir("tgreen-redis-", None)
     port = free_port()
     logfile = os.path.join(tmp, "redis.log")
-    proc = _popen([binary, "--bind", HOST, "--port", str(port), "--dir", tmp, "--save", "",
-                   "--appendonly", "no", "--daemonize", "no", "--protected-mode", "no",
-                   "--maxclients", "1000"], None, logfile)
-    server = Server("redis-server", HOST, port, proc, tmp, logfile)
+    server = _spawn("redis-server", [binary, "--bind", HOST, "--port", str(port), "--dir", tmp,
+                                     "--save", "", "--appendonly", "no", "--daemonize", "no",
+                                     "--protected-mode", "no", "--maxclients", "1000"],
+                    None, tmp, logfile, port)
 
     def ready() -> bool:
         with socket.create_connection((HOST, port), timeout=1) as s:
@@ -206,12 +263,11 @@ def start_postgres() -> Server:
     _run([initdb, "-D", data, "-U", dbuser, "--auth=trust", "-E", "UTF8", "--no-sync",
           "--no-instructions"], user, logfile, "initdb")
     port = free_port()
-    proc = _popen([postgres, "-D", data, "-p", str(port), "-k", tmp,
-                   "-c", f"listen_addresses={HOST}", "-c", "fsync=off",
-                   "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-                   "-c", "max_connections=200", "-c", "shared_buffers=32MB"], user, logfile)
-    server = Server("postgres", HOST, port, proc, tmp, logfile,
-                    info={"user": dbuser, "dbname": "postgres", "password": ""})
+    server = _spawn("postgres", [postgres, "-D", data, "-p", str(port), "-k", tmp,
+                                 "-c", f"listen_addresses={HOST}", "-c", "fsync=off",
+                                 "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+                                 "-c", "max_connections=200", "-c", "shared_buffers=32MB"],
+                    user, tmp, logfile, port, {"user": dbuser, "dbname": "postgres", "password": ""})
 
     def ready() -> bool:
         # The startup packet gets an answer only once the server accepts
@@ -243,14 +299,12 @@ def start_mariadb() -> Server:
     _run([install_db, *common, "--auth-root-authentication-method=normal", "--skip-test-db",
           "--skip-name-resolve"], user, logfile, "mariadb-install-db")
     port = free_port()
-    proc = _popen([mariadbd, *common, f"--port={port}", f"--bind-address={HOST}",
-                   f"--socket={tmp}/mysqld.sock", f"--pid-file={tmp}/mysqld.pid",
-                   "--skip-grant-tables", "--skip-name-resolve", "--skip-log-bin",
-                   "--max-connections=300", "--innodb-buffer-pool-size=16M",
-                   "--innodb-flush-log-at-trx-commit=0", "--performance-schema=OFF"],
-                  user, logfile)
-    server = Server("mariadbd", HOST, port, proc, tmp, logfile,
-                    info={"user": "root", "password": "", "database": "mysql"})
+    server = _spawn("mariadbd", [mariadbd, *common, f"--port={port}", f"--bind-address={HOST}",
+                                 f"--socket={tmp}/mysqld.sock", f"--pid-file={tmp}/mysqld.pid",
+                                 "--skip-grant-tables", "--skip-name-resolve", "--skip-log-bin",
+                                 "--max-connections=300", "--innodb-buffer-pool-size=16M",
+                                 "--innodb-flush-log-at-trx-commit=0", "--performance-schema=OFF"],
+                    user, tmp, logfile, port, {"user": "root", "password": "", "database": "mysql"})
     _wait_until(server, lambda: "ready for connections" in server.log() and _tcp_answers(port))
     return server
 
