@@ -18,8 +18,9 @@ Usage (from servers.py)::
 
     python server_nanny.py WATCH_PID SPEC_JSON
 
-``SPEC_JSON``: ``{"argv": [...], "env": {...}, "log": PATH, "pidfile": PATH,
-"tmpdir": PATH, "uid": N|null, "gid": N|null}``. The nanny writes ``"NANNY_PID SERVER_PID"``
+``SPEC_JSON``: ``{"argv": [...], "log": PATH, "pidfile": PATH, "tmpdir": PATH,
+"uid": N|null, "gid": N|null}``; the server inherits the nanny's environment
+(never put it on a command line: ``ps`` shows command lines to everyone). The nanny writes ``"NANNY_PID SERVER_PID"``
 to ``pidfile`` once the server has started (``"NANNY_PID -1 ERROR"`` if it
 could not).
 """
@@ -65,7 +66,7 @@ def main() -> int:
     try:
         with open(spec["log"], "ab") as log:
             proc = subprocess.Popen(spec["argv"], stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT, env=spec["env"], **extra)
+                                    stderr=subprocess.STDOUT, **extra)
     except OSError as e:
         with open(tmp, "w") as f:
             f.write(f"{os.getpid()} -1 {e}")
