@@ -163,10 +163,11 @@ def _spawn(name: str, argv: list[str], user: pwd.struct_passwd | None, tmp: str,
            port: int, info: dict | None = None) -> Server:
     """Start a long-running server through server_nanny.py (rule 4)."""
     pidfile = os.path.join(tmp, "nanny.pid")
-    spec = {"argv": argv, "log": logfile, "pidfile": pidfile, "tmpdir": tmp, "uid": user.pw_uid if user else None, "gid": user.pw_gid if user else None}
+    spec = {"argv": argv, "log": logfile, "pidfile": pidfile, "tmpdir": tmp,
+            "uid": user.pw_uid if user else None, "gid": user.pw_gid if user else None}
     subprocess.run([sys.executable, NANNY, str(os.getpid()), json.dumps(spec)], check=True,
-                   env=_server_env(logfile), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   timeout=30)
+                   env=_server_env(logfile), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, timeout=30)
     deadline = time.monotonic() + 10
     while not os.path.exists(pidfile):
         if time.monotonic() > deadline:
