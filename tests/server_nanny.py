@@ -20,9 +20,9 @@ Usage (from servers.py)::
 
 ``SPEC_JSON``: ``{"argv": [...], "log": PATH, "pidfile": PATH, "tmpdir": PATH,
 "uid": N|null, "gid": N|null}``; the server inherits the nanny's environment
-(never put it on a command line: ``ps`` shows command lines to everyone). The nanny writes ``"NANNY_PID SERVER_PID"``
-to ``pidfile`` once the server has started (``"NANNY_PID -1 ERROR"`` if it
-could not).
+(never put it on a command line: ``ps`` shows command lines to everyone).
+The nanny writes ``"NANNY_PID SERVER_PID"`` to ``pidfile`` once the server
+has started (``"NANNY_PID -1 ERROR"`` if it could not).
 """
 
 from __future__ import annotations

@@ -99,7 +99,8 @@ def test_flask_example_is_a_wsgi_module():
         "assert resp.status_code == 200 and resp.get_json() == {'slept': 0.01}, resp.data\n"
         "print('ok')\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True,
+                         timeout=60)
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-4000:]
 
 
