@@ -13,6 +13,9 @@ the waiting; this module does that with the hub. Call it once at start-up::
     conn = psycopg2.connect(host="127.0.0.1", dbname="app")
     # queries from many greenlets now run concurrently, one connection each
 
+Give the host as an address: libpq resolves host names itself, in C, and
+that lookup blocks the thread (``/etc/hosts`` is quick, DNS may not be).
+
 Theory of operation
 -------------------
 psycopg2: with a wait callback set, every connection runs libpq in
@@ -26,8 +29,9 @@ connecting, when the fd may change). Connections look both names up in the
 module at call time, so replacing them is enough. Under ``patch_all()`` and
 without this call, psycopg 3 with its C speedups (``psycopg[binary]`` or
 ``psycopg[c]``) waits in C (``wait_c``) and blocks the thread; the pure
-Python build waits with ``select.poll`` and is green, but pays a 0.1 s
-polling interval whenever a closed libpq fd's number is reused (see rule 2).
+Python build waits with ``select.poll`` and is green, but waits out a 0.1 s
+polling interval whenever a closed libpq fd's number is reused (the green
+poll keeps the loop registration of the closed fd: see rule 2).
 
 Cancellation. A greenlet killed or timed out (``tgreen.Timeout``) in the
 middle of a query must not leave the query running in the server, holding a
@@ -90,8 +94,9 @@ def _forget(hub: Hub, fd: int) -> None:
 def make_psycopg2_green() -> None:
     """Install ``psycopg2_wait_callback``: psycopg2 queries become green.
 
-    Idempotent. Affects every psycopg2 connection made afterwards, in every
-    thread (a plain OS thread without a running hub blocks as usual).
+    Idempotent and process-wide: every thread's psycopg2 queries go through
+    it from then on. In a real OS thread that does not use tgreen, a wait
+    blocks only that thread, as without it.
     """
     from psycopg2 import extensions
 
