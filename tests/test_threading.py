@@ -591,6 +591,27 @@ def test_errors_in_threads_and_interrupt_main():
     assert "interrupted main" in out.stdout
 
 
+def test_ctrl_c_landing_in_a_green_thread_interrupts_the_main_greenlet():
+    out = run("""
+        import os, signal, threading, time
+        from tgreen.monkey import get_original
+        def busy():                  # CPU-bound: the signal handler runs in it
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 5:
+                pass
+        killer = get_original("threading", "Thread")(target=lambda: (
+            get_original("time", "sleep")(0.2), os.kill(os.getpid(), signal.SIGINT)))
+        killer.start()
+        t0 = time.monotonic()
+        try:
+            t = threading.Thread(target=busy)
+            t.start(); t.join()
+        except KeyboardInterrupt:
+            print("main interrupted", time.monotonic() - t0 < 2, t.is_alive())
+    """)
+    assert "main interrupted True False" in out.stdout, out.stdout + out.stderr
+
+
 def test_patching_is_idempotent_and_originals_are_real():
     run("""
         import tgreen.monkey, threading, _thread, queue

@@ -46,8 +46,8 @@ from __future__ import annotations
 
 import sys
 from collections import deque
-from contextvars import Context as _Context
 from collections.abc import Callable
+from contextvars import Context as _Context
 from typing import Any
 from weakref import ref as _weakref
 
@@ -102,24 +102,6 @@ get_ident.__module__ = "_thread"
 # -- parking: how one greenlet or OS thread waits to be woken -----------------------
 
 
-def _others_may_wake(hub: Any) -> bool:
-    """Could another OS thread wake a waiter of this hub? Then a wait here is
-    not "forever" even when the loop has nothing to do (no LoopExit)."""
-    return _c_count() > 0 or hub.thread_ident != _main_os_ident
-
-
-def wake(waiter: Waiter, value: Any = True) -> None:
-    """Wake a parked ``Waiter`` from any thread, in a callback on its own loop."""
-    hub = waiter.hub
-    if hub.thread_ident == _c_get_ident():
-        hub.loop.call_soon(waiter.switch, value)
-    else:
-        try:
-            hub.loop.call_soon_threadsafe(waiter.switch, value)
-        except RuntimeError:
-            pass  # its loop is closed: nobody is left to wake
-
-
 class _GreenParker(Waiter):
     """A ``Waiter`` with the parker interface (``block``/``wake``)."""
 
@@ -129,7 +111,9 @@ class _GreenParker(Waiter):
         """Park until woken (True) or ``timeout`` passes (False)."""
         hub = self.hub
         if _c_count() > 0 or hub.thread_ident != _main_os_ident:
-            hub.pending_jobs += 1  # see _others_may_wake
+            # Another OS thread may wake us, so a loop with nothing to do
+            # is not stuck forever: no LoopExit while we wait.
+            hub.pending_jobs += 1
             try:
                 return self.get(timeout, what) is not _TIMEDOUT
             finally:
@@ -159,15 +143,6 @@ class _RealParker:
 
     def wake(self) -> None:
         self.lock.release()
-
-
-def parker() -> _GreenParker | _RealParker:
-    """A one-shot parking spot for the caller: green where a hub can run,
-    a real lock in a plain OS thread."""
-    hub = current_hub_if_any()
-    if hub is None:
-        return _RealParker()
-    return _GreenParker(hub)
 
 
 class WaitQueue(deque):

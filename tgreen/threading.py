@@ -355,9 +355,16 @@ def _make_excepthook(std: types.ModuleType) -> Any:
         """Handle an exception that ended a thread: print it to stderr.
 
         The C hook names a thread-less report by the OS thread's ident; this
-        one by ``threading.get_ident()``, the green thread's.
+        one by ``threading.get_ident()``, the green thread's. A
+        KeyboardInterrupt that ended a green thread goes to the main greenlet.
         """
         if args.exc_type == SystemExit:
+            return
+        if (isinstance(args.exc_type, type) and issubclass(args.exc_type, KeyboardInterrupt)
+                and _c_get_ident() == _gthread._main_os_ident and getcurrent().parent is not None):
+            # Ctrl-C landed in a green thread because it happened to run; with
+            # OS threads it would have gone to the main thread. Send it there.
+            _gthread.get_hub().raise_in_main(args.exc_value)
             return
         if sys is not None and sys.stderr is not None:
             stderr = sys.stderr
