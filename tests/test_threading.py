@@ -435,6 +435,15 @@ def test_asyncio_and_tornado_executors_stay_real_threads():
         assert out and out[0] != main_native
         import concurrent.futures.thread as cft
         assert cft.threading.Thread is T
+        try:
+            import uvloop                  # imported after patching: compiled, no frames
+        except ImportError:
+            pass
+        else:
+            async def on_uvloop():
+                loop = asyncio.get_running_loop()
+                return await loop.run_in_executor(None, threading.get_native_id)
+            assert uvloop.run(on_uvloop()) != main_native
     """)
 
 
@@ -471,7 +480,16 @@ def test_locks_and_queues_are_shared_safely_with_real_threads():
         ev = threading.Event()
         tgreen.spawn(tgreen.threadpool.run, lambda: (real_sleep(0.05), ev.set()))
         assert ev.wait(2)
+        # a future a real executor completes: waiting for it parks only this greenlet
+        RealExecutor = get_original("concurrent.futures", "ThreadPoolExecutor")
+        with RealExecutor(2) as ex:
+            f = ex.submit(real_sleep, 0.2)
+            ticks.clear()
+            ticker = tgreen.spawn(lambda: [(ticks.append(1), tgreen.sleep(0.01)) for _ in range(10)])
+            f.result(timeout=2)
+            print("future_ticks", len(ticks))
     """))
+    assert int(out["future_ticks"]) >= 8
     assert 0.05 < float(out["waited"]) < 1.0
     assert int(out["ticks"]) >= 8
 

@@ -145,7 +145,10 @@ class ThreadPoolExecutor(_RealThreadPoolExecutor):
     def __init__(self, max_workers: int | None = None, thread_name_prefix: str = "",
                  initializer: Any = None, initargs: tuple = ()) -> None:
         super().__init__(max_workers, thread_name_prefix, initializer, initargs)
-        self._tgreen = not _from_loop_machinery(sys._getframe(1))
+        # uvloop's run_in_executor is compiled code (no frame of its own):
+        # its default executor is known by its name.
+        self._tgreen = not (_from_loop_machinery(sys._getframe(1))
+                            or thread_name_prefix in ("asyncio", "uvloop"))
         if self._tgreen:
             from .queue import SimpleQueue
 
