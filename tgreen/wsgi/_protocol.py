@@ -68,12 +68,12 @@ DL_IDLE, DL_HEADERS, DL_BODY, DL_LINGER = 1, 2, 3, 4
 LINGER = 2.0
 
 # Header fields that must not appear in a chunked body's trailer (RFC 9110
-# 6.5.1): framing, routing, request modifiers, authentication, controls.
+# 6.5.1): framing, routing, connection control, authentication. Trailers are
+# never passed to the app; these are refused because a proxy that merges
+# trailers into the header section would act on them.
 _FORBIDDEN_TRAILERS = frozenset(
-    b"host content-length transfer-encoding content-type content-encoding content-range "
-    b"trailer te expect connection keep-alive upgrade proxy-connection authorization "
-    b"proxy-authorization cookie set-cookie max-forwards range if-match if-none-match "
-    b"if-modified-since if-unmodified-since if-range cache-control pragma".split())
+    b"host content-length transfer-encoding trailer te expect connection keep-alive upgrade "
+    b"proxy-connection authorization proxy-authorization".split())
 
 # request-target forms (RFC 9112 3.2) other than origin-form "/..." and "*".
 _ABSOLUTE_FORM = re.compile(
@@ -98,6 +98,7 @@ class Request:
         self.queued = self.headers_done = self.expect = self.chunked = False
         self.host_seen = self.ctype_seen = self.upgrade = self.forwarded = False
         self.content_length: int | None = None
+        self.input: Input | None = None
 
 
 class _ErrorItem:
@@ -180,14 +181,15 @@ class HttpProtocol(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         self.client_eof = True
+        cur = self._cur
+        if cur is not None and cur.input is not None:
+            # A body that can never complete.
+            cur.input._fail(ClientDisconnected("client closed while sending the body"))
+            cur.input._wake()
         if self._serving is not None or self._queue:
             # A half-closed client may still read the response(s) in progress.
             self.closing = True
             return True
-        cur = self._cur
-        if cur is not None and cur.input is not None:
-            cur.input._fail(ClientDisconnected("client closed while sending the body"))
-            cur.input._wake()
         return None  # the transport closes itself
 
     def pause_writing(self) -> None:
@@ -209,13 +211,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         cur = self._cur
         if cur is None or not cur.headers_done:
-            # Bound what the parser may buffer for one request head, before it
-            # parses: llhttp itself keeps any header line, however long.
             self._header_bytes += len(data)
-            if self._header_bytes > self._max_head:
-                self._refuse(414 if cur is None or not cur.headers else 431)
-                self._after_feed()
-                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -228,6 +224,14 @@ class HttpProtocol(asyncio.Protocol):
             else:
                 ctx = e.__context__
                 self._refuse(ctx.status if isinstance(ctx, HTTPError) else _status_for(e))
+        if self._header_bytes > self._max_head:
+            # Still inside one request head after more bytes than the limits
+            # allow in total: llhttp itself would keep buffering any header
+            # line however long, so the bound is enforced here, per read.
+            cur = self._cur
+            if cur is not None and not cur.headers_done and not self.closing:
+                # A too-long URL fails in on_url first; past it, this is the head.
+                self._refuse(431 if cur.url else 414)
         if self._to_wake is None and self._serving is None and not self.waiting_core:
             q = self._queue
             if q and q[0].__class__ is Request:
@@ -294,8 +298,10 @@ class HttpProtocol(asyncio.Protocol):
             if name.lower() in _FORBIDDEN_TRAILERS:
                 raise HTTPError(400, "forbidden trailer field")
             return
-        if len(name) + len(value) + 2 > self._max_field:
+        if len(name) + len(value) + 4 > self._max_field:  # "name: value\r\n"
             raise HTTPError(431)
+        if value and (value[-1] == 32 or value[-1] == 9):
+            value = value.rstrip(b" \t")  # trailing OWS is not part of the value
         headers = r.headers
         if len(headers) >= self._max_fields:
             raise HTTPError(431)

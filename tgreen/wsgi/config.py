@@ -208,14 +208,14 @@ OPTIONS: tuple[Option, ...] = (
            "On SIGTERM or stop(), wait this long for in-flight requests before closing them. "
            "Default 30.", metavar="SECONDS", group="timeouts"),
     # limits
-    Option("limit_request_line", 8190, _int(0),
-           "Longest request line in bytes, else 414 (0: unlimited). Default 8190.", metavar="BYTES",
+    Option("limit_request_line", 4094, _int(0),
+           "Longest request line in bytes, else 414 (0: unlimited). Default 4094.", metavar="BYTES",
            group="limits"),
     Option("limit_request_fields", 100, _int(0),
            "Most header fields in a request, else 431 (0: unlimited). Default 100.", metavar="N",
            group="limits"),
     Option("limit_request_field_size", 8190, _int(0),
-           "Longest header field (name and value) in bytes, else 431 (0: unlimited). Default 8190.",
+           "Longest header line in bytes, else 431 (0: unlimited). Default 8190.",
            metavar="BYTES", group="limits"),
     Option("limit_request_body", 0, _int(0),
            "Largest request body in bytes, else 413 (0: unlimited). Default 0.", metavar="BYTES",
