@@ -572,7 +572,7 @@ def test_threads_and_locks_inside_a_running_tornado_loop():
 
 
 def test_deadlock_in_the_main_greenlet_is_loop_exit_not_a_hang():
-    run("""
+    out = run("""
         import threading, tgreen
         lock = threading.Lock()
         lock.acquire()
@@ -582,7 +582,11 @@ def test_deadlock_in_the_main_greenlet_is_loop_exit_not_a_hang():
             pass
         else:
             raise AssertionError("acquired twice")
+        threading.Thread(target=lock.acquire, name="stuck").start()
     """)
+    # a non-daemon thread that can never finish does not hang the exit either
+    assert "exiting without 1 non-daemon green thread(s)" in out.stderr
+    assert "stuck" in out.stderr
 
 
 def test_errors_in_threads_and_interrupt_main():

@@ -438,7 +438,15 @@ def _make_shutdown(std: types.ModuleType, pristine: types.ModuleType) -> Any:
                         lock.acquire()
                         lock.release()
             except LoopExit:
-                pass  # a green thread that can never finish; don't hang the exit
+                # A non-daemon green thread waits for something nothing can
+                # do any more (its loop was closed, say). Real threads would
+                # hang the exit here; say so and exit.
+                left = [t for t in std._enumerate() if not t.daemon and t is not main]
+                try:
+                    sys.stderr.write(f"tgreen: exiting without {len(left)} non-daemon green "
+                                     f"thread(s) that can never finish: {left!r}\n")
+                except Exception:  # noqa: BLE001 - stderr may be gone
+                    pass
         pristine._shutdown()
 
     _shutdown.__module__ = "threading"
