@@ -167,9 +167,10 @@ class _Response:
         status = self.status
         if status is None:
             raise AssertionError("the app returned without calling start_response()")
-        if self.keep and not req.input._eof:
+        if self.keep and (not req.input._eof or self.server.draining):
             # The body is still on its way (or never came: no 100 Continue was
-            # sent): whether it will ever end is unknown, so no reuse.
+            # sent): whether it will ever end is unknown, so no reuse. Or the
+            # server is stopping: tell the client this is the last response.
             self.keep = False
         try:
             key: Any = (status, total, self.keep, req.version, req.method == "HEAD", *self.headers)

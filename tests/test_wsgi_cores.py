@@ -1,0 +1,211 @@
+"""Async cores: N requests at once, backpressure when all are busy (no
+unbounded queue, no busy spin), fair streaming, per-request context."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextvars
+import socket
+import threading
+import time
+
+import pytest
+import requests
+
+import tgreen
+from _wsgi_helpers import ResponseReader, ServerThread, hello_app, read_response
+
+pytestmark = pytest.mark.filterwarnings("error::wsgiref.validate.WSGIWarning")
+
+
+def test_blocking_calls_run_concurrently_on_the_cores():
+    def app(environ, start_response):
+        tgreen.sleep(0.2)
+        return hello_app(environ, start_response)
+
+    with ServerThread(app, cores=50) as srv:
+        t0 = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(50) as ex:
+            results = list(ex.map(lambda _: requests.get(srv.url).status_code, range(50)))
+        assert results == [200] * 50
+        assert time.monotonic() - t0 < 2.0  # 50 x 0.2 s would be 10 s one at a time
+
+
+def test_all_cores_busy_stops_accepting_and_reading_without_spinning():
+    gate = tgreen.Event()
+    inside = []
+    peak = []
+
+    def app(environ, start_response):
+        inside.append(1)
+        peak.append(len(inside))
+        gate.wait()
+        inside.pop()
+        return hello_app(environ, start_response)
+
+    with ServerThread(app, cores=2) as srv:
+        socks = []
+        for _ in range(6):
+            s = srv.connect()
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            socks.append(s)
+            time.sleep(0.05)
+        time.sleep(0.2)
+        server = srv.server
+        assert srv.call(lambda: server.cores.busy) == 2
+        # one connection waits for a core with its reading paused; the rest
+        # are still in the kernel's accept queue: nothing is queued unbounded
+        assert srv.call(lambda: len(server.cores.waiting)) == 1
+        assert srv.call(lambda: len(server.connections)) == 3
+        assert srv.call(lambda: [lst.acceptor.reading for lst in server.listeners]) == [False]
+        # a saturated server sleeps
+        cpu0 = time.process_time()
+        time.sleep(0.5)
+        assert time.process_time() - cpu0 < 0.15
+        srv.call(gate.set)
+        for s in socks:
+            assert read_response(s).status == 200
+        assert max(peak) == 2
+        assert srv.call(lambda: [lst.acceptor.reading for lst in server.listeners]) == [True]
+
+
+def test_a_keep_alive_connection_waiting_for_a_core_is_not_read():
+    gate = tgreen.Event()
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/block":
+            gate.wait()
+        return hello_app(environ, start_response)
+
+    with ServerThread(app, cores=1) as srv:
+        a = srv.connect()
+        a.sendall(b"GET /block HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.1)
+        b = srv.connect()
+        b.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.1)
+        conn_b = srv.call(lambda: srv.server.cores.waiting[0])
+        # b's socket is paused: more data stays in the kernel
+        b.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 100)
+        time.sleep(0.1)
+        assert srv.call(lambda: len(conn_b._queue)) == 1
+        srv.call(gate.set)
+        assert read_response(a).status == 200
+        rb = ResponseReader(b)
+        for _ in range(101):
+            assert rb.next().status == 200
+
+
+def test_a_cpu_bound_stream_does_not_starve_other_requests():
+    """A generator that burns CPU between chunks yields to the loop every
+    time slice, so a quick request on another connection is answered while
+    the stream is still running."""
+    stream_done = threading.Event()
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/stream":
+            start_response("200 OK", [("Content-Type", "application/octet-stream")])
+
+            def gen():
+                for _ in range(400):
+                    end = time.perf_counter() + 0.002
+                    while time.perf_counter() < end:
+                        pass
+                    yield b"s" * 512
+            return gen()
+        return hello_app(environ, start_response)
+
+    with ServerThread(app) as srv:
+        def stream():
+            requests.get(srv.url + "/stream").content
+            stream_done.set()
+
+        t = threading.Thread(target=stream)
+        t.start()
+        time.sleep(0.1)
+        latencies = []
+        for _ in range(5):
+            t0 = time.monotonic()
+            assert requests.get(srv.url + "/quick").status_code == 200
+            latencies.append(time.monotonic() - t0)
+        assert not stream_done.is_set()  # they overlapped
+        t.join(10)
+        assert max(latencies) < 0.3
+
+
+def test_streaming_many_small_chunks_goes_out_in_few_writes():
+    """Chunks produced in one burst leave in one write (corking), not one
+    send per chunk."""
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return (b"k" * 1024 for _ in range(64))
+
+    with ServerThread(app) as srv:
+        conn_writes = []
+
+        def spy():
+            # count transport writes of the next connection
+            import tgreen.wsgi._protocol as P
+            orig = P.HttpProtocol.connection_made
+
+            def made(self, transport):
+                w = transport.write
+
+                def counting(data):
+                    conn_writes.append(len(data))
+                    return w(data)
+                transport.write = counting
+                P.HttpProtocol.connection_made = orig
+                return orig(self, transport)
+            P.HttpProtocol.connection_made = made
+
+        srv.call(spy)
+        s = srv.connect()
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert len(read_response(s).body) == 65536
+        assert len(conn_writes) <= 3
+
+
+def test_context_variables_do_not_leak_between_requests():
+    var = contextvars.ContextVar("var", default="unset")
+
+    def app(environ, start_response):
+        before = var.get()
+        var.set(environ["PATH_INFO"])
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [before.encode()]
+
+    with ServerThread(app, cores=1) as srv:
+        with requests.Session() as sess:
+            assert [sess.get(srv.url + f"/{i}").text for i in range(3)] == ["unset"] * 3
+
+
+def test_cores_are_reused_not_created_per_request():
+    def app(environ, start_response):
+        return hello_app(environ, start_response)
+
+    with ServerThread(app, cores=100) as srv:
+        with requests.Session() as sess:
+            for _ in range(50):
+                sess.get(srv.url)
+        assert srv.call(lambda: len(srv.server.cores.cores)) == 1
+
+
+def test_stop_finishes_requests_in_flight_and_refuses_new_ones():
+    def app(environ, start_response):
+        tgreen.sleep(0.3)
+        return hello_app(environ, start_response)
+
+    with ServerThread(app) as srv:
+        with concurrent.futures.ThreadPoolExecutor(5) as ex:
+            futs = [ex.submit(requests.get, srv.url) for _ in range(5)]
+            time.sleep(0.1)
+            srv.loop.call_soon_threadsafe(srv.server.begin_stop)
+            assert [f.result().status_code for f in futs] == [200] * 5
+            assert all(f.result().headers["Connection"] == "close" for f in futs)
+        deadline = time.monotonic() + 3
+        while not srv.server.stopped and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert srv.server.stopped
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", srv.port), timeout=1).recv(1)
