@@ -154,3 +154,33 @@ def test_each_selector_times_out(cls):
     assert len(sel.select(1)) == 1
     sel.close()
     a.close(); b.close()
+
+
+def test_select_sees_a_reused_fd_number_after_os_close():
+    # C libraries close fds behind tgreen's back; select must not keep a
+    # stale loop registration that blinds it to the next fd of that number.
+    r, w = os.pipe()
+    select.select([r], [], [], 0.01)
+    os.close(r); os.close(w)
+    r2, w2 = os.pipe()
+    tgreen.spawn_later(0.05, os.write, w2, b"x")
+    t0 = time.monotonic()
+    assert select.select([r2], [], [], 5)[0] == [r2]
+    assert time.monotonic() - t0 < 2
+    os.close(r2); os.close(w2)
+
+
+def test_poll_sees_a_reused_fd_number_after_os_close():
+    r, w = os.pipe()
+    p = select.poll()
+    p.register(r, select.POLLIN)
+    p.poll(10)
+    os.close(r); os.close(w)
+    r2, w2 = os.pipe()
+    p2 = select.poll()
+    p2.register(r2, select.POLLIN)
+    tgreen.spawn_later(0.05, os.write, w2, b"x")
+    t0 = time.monotonic()
+    assert p2.poll(5000) == [(r2, select.POLLIN)]
+    assert time.monotonic() - t0 < 2
+    os.close(r2); os.close(w2)

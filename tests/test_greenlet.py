@@ -167,3 +167,22 @@ def test_sleep_rejects_bad_values_like_time_sleep():
 
 def test_with_timeout_returns_default():
     assert tgreen.with_timeout(0.01, tgreen.sleep, 1, timeout_value="late") == "late"
+
+
+def test_timeout_in_main_greenlet_is_not_lost_to_a_simultaneous_wake():
+    # The main greenlet runs the loop itself; a wake-up and the timer can
+    # land in one loop turn. The timeout must still be raised.
+    from tgreen import socket
+
+    a, b = socket.socketpair()
+    hub = tgreen.get_hub()
+    raised = 0
+    for _ in range(30):
+        try:
+            with tgreen.Timeout(0.0001):
+                hub.wait_write(a.fileno())
+                tgreen.sleep(0.01)
+        except tgreen.Timeout:
+            raised += 1
+    assert raised == 30
+    a.close(); b.close()

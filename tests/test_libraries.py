@@ -204,10 +204,6 @@ def test_psycopg_green_waits_leave_real_os_threads_alone(pg):
     check_green("pg_in_os_threads", pg)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "core bug: green select.poll/select/selectors leave the hub's loop registration on an fd "
-    "that C code (libpq) or os.close() closes; the next fd with that number is never watched, "
-    "so each wait runs out its timeout (psycopg's 0.1 s interval here; forever without one)"))
 def test_pure_python_psycopg3_reconnects_promptly_under_patch_all_alone(pg):
     pytest.importorskip("psycopg")
     result = run_scenario("psycopg3_python_reconnects", pg, env={"PSYCOPG_IMPL": "python"})

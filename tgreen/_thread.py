@@ -440,7 +440,9 @@ _green_count = 0
 def _count() -> int:
     """Threads alive that were started by ``start_new_thread``: green ones and
     real ones (the loop's executor threads, tgreen.threadpool workers)."""
-    return _green_count + _c_count()
+    from . import threadpool
+
+    return _green_count + _c_count() - threadpool.live_workers
 
 
 def _Greenlet() -> type:

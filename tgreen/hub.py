@@ -253,7 +253,13 @@ class Hub:
     def _throw(self, g: greenlet, exc: BaseException) -> None:
         """Raise ``exc`` in ``g`` from a loop callback."""
         if g is self._runner:
-            if self._runner_wake is None:
+            # The runner resumes only when the loop turn ends, so a plain
+            # wake-up may already be pending: the exception wins over it
+            # (a spawned greenlet would have been interrupted at its next
+            # wait just the same). Primitives re-check their state after
+            # waking, so nothing granted to the waiter is lost.
+            wake = self._runner_wake
+            if wake is None or not wake[0]:
                 self._runner_wake = (True, exc)
                 self.loop.stop()
         elif g is getcurrent():
@@ -320,8 +326,14 @@ class Hub:
         return True
 
     def _on_readable(self, w: _Watch) -> None:
+        if not w.rreg:
+            return  # a stale event for a registration dropped this turn
         if w.listeners:
             self._notify_listeners(w, 1)
+            # A listener's greenlet ran and may have unregistered this watch
+            # (and registered a new one for the same fd): leave it alone.
+            if not w.rreg:
+                return
         g = w.reader
         if g is not None:
             w.reader = None
@@ -333,8 +345,12 @@ class Hub:
             self._maybe_forget(w)
 
     def _on_writable(self, w: _Watch) -> None:
+        if not w.wreg:
+            return
         if w.listeners:
             self._notify_listeners(w, 2)
+            if not w.wreg:
+                return
         g = w.writer
         if g is not None:
             w.writer = None
@@ -384,7 +400,26 @@ class Hub:
         w, token = handle
         if w.listeners and token in w.listeners:
             w.listeners.remove(token)
-        # Registrations are dropped lazily by the next event with no waiter.
+        if not w.listeners and w.reader is None and w.writer is None:
+            # Unlike a green socket, a select()ed fd may be closed behind our
+            # back (os.close, C libraries); a registration kept for it would
+            # silently blind the loop to the next fd with the same number.
+            self._unregister(w)
+
+    def _unregister(self, w: _Watch) -> None:
+        if w.rreg:
+            w.rreg = False
+            try:
+                self.loop.remove_reader(w.fd)
+            except (OSError, ValueError):
+                pass
+        if w.wreg:
+            w.wreg = False
+            try:
+                self.loop.remove_writer(w.fd)
+            except (OSError, ValueError):
+                pass
+        self._maybe_forget(w)
 
     def _notify_listeners(self, w: _Watch, event: int) -> None:
         for events, cb in list(w.listeners or ()):

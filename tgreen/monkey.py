@@ -20,9 +20,10 @@ Rules of this file:
 3. Patching is idempotent; ``get_original`` always answers with the
    stdlib's own object.
 
-``patch_all``'s ssl/thread/queue/subprocess/os/signal flags are part of the
-signature already; those patches are not implemented yet in this release and
-those flags do nothing (see ``is_module_patched``).
+Each ``patch_<x>()`` beyond socket/dns/time/select/selectors lives with its
+green module (``tgreen/ssl.py``, ``threading.py``, ``queue.py``,
+``subprocess.py``, ``os.py``, ``signal.py``): that module lists what it
+replaces in ``__implements__`` or does it in ``__patch__(patch)``.
 """
 
 from __future__ import annotations
@@ -273,9 +274,9 @@ def patch_all(socket: bool = True, dns: bool = True, time: bool = True, select: 
               subprocess: bool = True, os: bool = True, signal: bool = True) -> None:
     """Patch every supported module; call it first thing in the program.
 
-    Implemented now: socket, dns, time, select, selectors. The ssl, thread,
-    queue, subprocess, os and signal flags are reserved for the next release
-    and currently patch nothing.
+    Each flag turns one ``patch_<name>()`` on or off. With ``thread=True``
+    ``threading.Thread`` runs as a greenlet; asyncio's, Tornado's and
+    ``tgreen.threadpool``'s worker threads stay real OS threads.
     """
     if socket:
         patch_socket()

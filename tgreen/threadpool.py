@@ -24,6 +24,10 @@ _start_new_thread = _originals.get("_thread", "start_new_thread")
 _allocate_lock = _originals.get("_thread", "allocate_lock")
 _SimpleQueue = _originals.get("queue", "SimpleQueue")
 
+#: Worker threads alive in every pool: tgreen's own machinery, which
+#: ``threading``'s thread counts (green ``_thread._count``) leave out.
+live_workers = 0
+
 
 class ThreadPool:
     """A pool of at most ``maxsize`` real threads, started on demand."""
@@ -42,7 +46,9 @@ class ThreadPool:
         """Run ``fn`` in a thread; then ``done(ok, result_or_exc)`` runs on ``loop``."""
         with self._lock:
             if self._idle == 0 and self._threads < self.maxsize:
+                global live_workers
                 self._threads += 1
+                live_workers += 1
                 _start_new_thread(self._worker, ())
             else:
                 self._idle -= 1 if self._idle else 0
@@ -53,8 +59,10 @@ class ThreadPool:
         while True:
             item = q.get()
             if item is None:
+                global live_workers
                 with self._lock:
                     self._threads -= 1
+                    live_workers -= 1
                 return
             fn, args, kwargs, done, loop = item
             try:
@@ -111,8 +119,9 @@ def run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
 
 def _after_fork() -> None:
-    global _default
-    _default = None  # the parent's threads do not exist in the child
+    global _default, live_workers
+    _default = None
+    live_workers = 0  # the parent's threads do not exist in the child
 
 
 if hasattr(os, "register_at_fork"):
