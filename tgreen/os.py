@@ -52,6 +52,8 @@ import asyncio
 import errno
 from typing import Any
 
+from fcntl import F_GETFL as _F_GETFL, fcntl as _fcntl
+
 from . import _originals
 from .hub import current_hub_if_any
 from .sleep import sleep as _green_sleep
@@ -167,6 +169,24 @@ def _forget_idle(hub: Any, fd: int) -> None:
 
 # -- reads and writes ----------------------------------------------------------------
 
+_O_ACCMODE = _std.O_ACCMODE
+_O_RDONLY = _std.O_RDONLY
+_O_WRONLY = _std.O_WRONLY
+_O_NONBLOCK = _std.O_NONBLOCK
+
+
+def _may_block(fd: int, wrong_mode: int) -> bool:
+    """Could this read/write block? Only on a blocking fd opened for it: a
+    non-blocking fd keeps its EAGAIN, and an fd opened the other way (a
+    pipe's read end given to ``write``) fails at once with EBADF."""
+    try:
+        flags = _fcntl(fd, _F_GETFL)
+    except OSError:
+        return False  # a bad fd: let the syscall raise the stdlib's error
+    return not flags & _O_NONBLOCK and (flags & _O_ACCMODE) != wrong_mode
+
+
+
 def make_nonblocking(fd: int) -> bool:
     """Put ``fd`` in non-blocking mode. True if it was blocking before."""
     if _get_blocking(fd):
@@ -205,7 +225,7 @@ def nb_write(fd: int, data: Any) -> int:
 def read(fd: int, n: int) -> bytes:
     """``os.read`` that waits on the hub while a blocking fd has nothing to read."""
     hub = current_hub_if_any()
-    if hub is None or n <= 0 or not _get_blocking(fd) or _poll_now(fd, _POLLIN):
+    if hub is None or n <= 0 or not _may_block(fd, _O_WRONLY) or _poll_now(fd, _POLLIN):
         return _read(fd, n)
     wait_fd(fd, False, hub)
     return _read(fd, n)
@@ -221,7 +241,7 @@ def write(fd: int, data: Any) -> int:
     written nothing of the failing piece).
     """
     hub = current_hub_if_any()
-    if hub is None or not _get_blocking(fd):
+    if hub is None or not _may_block(fd, _O_RDONLY):
         return _write(fd, data)
     view = memoryview(data).cast("B")
     total = len(view)
