@@ -273,6 +273,14 @@ def test_pipeline_hands_a_green_pipe_to_another_child_as_blocking():
     assert p1.wait() == 0
 
 
+def test_pipeline_by_fd_number_also_gets_a_blocking_pipe():
+    p1 = sp.Popen(["sh", "-c", "sleep 0.1; echo hello"], stdout=sp.PIPE)
+    p2 = sp.Popen(["cat"], stdin=p1.stdout.fileno(), stdout=sp.PIPE)
+    p1.stdout.close()
+    assert p2.communicate(timeout=10)[0] == b"hello\n"
+    assert p1.wait() == 0
+
+
 def test_getstatusoutput_and_check_output_are_green():
     ticker = Ticker()
     assert sp.getstatusoutput("sleep 0.2; echo done") == (0, "done")

@@ -30,17 +30,27 @@ from __future__ import annotations
 import io
 import os
 import warnings
+import weakref
 from typing import Any
 
 from . import os as gos
 from .hub import current_hub_if_any, peek_hub
 
-__all__ = ["GreenFileIO", "open_fd"]
+__all__ = ["GreenFileIO", "open_fd", "for_fd"]
 
 _read = gos._read
 _write = gos._write
 _readv = os.readv
 _CHUNK = 64 * 1024
+# fd -> the open GreenFileIO over it (so an fd number handed around can be
+# traced back to its object; Popen uses it for rule 1).
+_by_fd: "weakref.WeakValueDictionary[int, GreenFileIO]" = weakref.WeakValueDictionary()
+
+
+def for_fd(fd: int) -> "GreenFileIO | None":
+    """The open GreenFileIO over ``fd``, if there is one."""
+    f = _by_fd.get(fd)
+    return f if f is not None and not f.closed else None
 
 
 class GreenFileIO(io.RawIOBase):
@@ -63,6 +73,7 @@ class GreenFileIO(io.RawIOBase):
             # A new fd: a registration under its number is a leftover of a
             # closed one (see tgreen.os.wait_fd).
             gos._forget_idle(hub, fd)
+        _by_fd[fd] = self
 
     # -- io.RawIOBase --------------------------------------------------------------
 
@@ -179,6 +190,8 @@ class GreenFileIO(io.RawIOBase):
         try:
             super().close()
         finally:
+            if _by_fd.get(self._fd) is self:
+                del _by_fd[self._fd]
             if self._closefd:
                 hub = peek_hub()
                 if hub is not None:

@@ -40,6 +40,7 @@ so they become green too, and tests or code that mock
 
 from __future__ import annotations
 
+import functools
 import io as _io
 import os
 import types
@@ -47,7 +48,7 @@ from typing import Any
 
 from . import _originals
 from . import os as gos
-from .fileobject import GreenFileIO, open_fd
+from .fileobject import GreenFileIO, for_fd, open_fd
 from .hub import Waiter, current_hub_if_any
 from .sleep import sleep as _green_sleep
 
@@ -103,9 +104,12 @@ def _green_pipe_of(obj: Any) -> GreenFileIO | None:
 def _share_with_child(stream: Any) -> None:
     """A green pipe given to a child as a standard stream must be blocking
     for the child (see the module docstring)."""
-    if stream is None or isinstance(stream, int):
+    if stream is None:
         return
-    raw = _green_pipe_of(stream)
+    if isinstance(stream, int):
+        raw = for_fd(stream) if stream >= 0 else None
+    else:
+        raw = _green_pipe_of(stream)
     if raw is not None:
         raw.set_shared_blocking()
 
@@ -113,12 +117,11 @@ def _share_with_child(stream: Any) -> None:
 class Popen(_StdPopen):
     """``subprocess.Popen`` whose waits and pipes block only the calling greenlet."""
 
+    @functools.wraps(_StdPopen.__init__)  # the stdlib's signature for inspect
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         for i, name in ((3, "stdin"), (4, "stdout"), (5, "stderr")):
             _share_with_child(args[i] if len(args) > i else kwargs.get(name))
         _std_init(self, *args, **kwargs)
-
-    __init__.__doc__ = _StdPopen.__init__.__doc__
 
     # -- waiting for the child ---------------------------------------------------
 
