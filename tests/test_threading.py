@@ -71,9 +71,12 @@ def test_fifty_threads_sleeping_run_concurrently():
 def test_idents_are_per_greenlet_and_the_main_thread_stays_consistent():
     run("""
         import threading, _thread, tgreen, greenlet
+        from tgreen.monkey import get_original
         main = threading.main_thread()
         assert threading.current_thread() is main
-        assert main.ident == threading.get_ident() == _thread.get_ident() == id(greenlet.getcurrent())
+        # the main greenlet keeps the OS thread's ident (pthread_kill works with it)
+        assert main.ident == threading.get_ident() == _thread.get_ident()
+        assert main.ident == get_original("_thread", "get_ident")()
         assert main.name == "MainThread" and main.is_alive()
         seen = {}
         def work(i):
@@ -642,7 +645,11 @@ def test_patching_is_idempotent_and_originals_are_real():
         assert tgreen.monkey.is_object_patched("threading", "_start_new_thread")
         orig_lock = tgreen.monkey.get_original("threading", "Lock")
         assert type(orig_lock()).__module__ == "_thread" and orig_lock is not threading.Lock
-        assert tgreen.monkey.get_original("_thread", "get_ident")() != _thread.get_ident()
+        real_ident = tgreen.monkey.get_original("_thread", "get_ident")
+        idents = []
+        t = threading.Thread(target=lambda: idents.append((real_ident(), _thread.get_ident())))
+        t.start(); t.join()
+        assert idents[0][0] == real_ident() != idents[0][1]
         assert tgreen.monkey.get_original("queue", "SimpleQueue") is not queue.SimpleQueue
         assert threading.current_thread() is threading.main_thread()
         assert len(threading.enumerate()) == 1

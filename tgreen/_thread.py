@@ -38,8 +38,12 @@ Rules of this file:
    another OS thread may happen between the failed try and the registration.
 2. A waiter that was chosen by a release (popped from the FIFO) but leaves
    without the lock (timeout, kill) passes the wake-up on, or it is lost.
-3. Thread identity is the current greenlet: ``get_ident()`` is
-   ``id(getcurrent())``; ``_local`` keeps one attribute dict per greenlet.
+3. Thread identity is the current greenlet. ``get_ident()`` is
+   ``get_ident()``, except in an OS thread's root greenlet (the main
+   greenlet, a real thread's own), which keeps the OS thread's ident: so the
+   main thread's ident does not change under patching and stays usable with
+   ``signal.pthread_kill`` and ``sys._current_frames()``. ``_local`` keeps
+   one attribute dict per greenlet.
 """
 
 from __future__ import annotations
@@ -92,8 +96,11 @@ _ExceptHookArgs = _originals.get("_thread", "_ExceptHookArgs")
 
 
 def get_ident() -> int:
-    """The identity of the current "thread": the current greenlet."""
-    return id(getcurrent())
+    """The identity of the current "thread": the current greenlet (rule 3)."""
+    g = getcurrent()
+    if g.parent is None:
+        return _c_get_ident()
+    return id(g)
 
 
 get_ident.__module__ = "_thread"
@@ -333,7 +340,8 @@ class RLock:
         self._count = 0
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        me = id(getcurrent())
+        g = getcurrent()
+        me = _c_get_ident() if g.parent is None else id(g)
         if self._owner == me:
             if timeout != -1 or not blocking:
                 _check_timeout(blocking, timeout)
@@ -351,7 +359,7 @@ class RLock:
     __enter__ = acquire
 
     def release(self) -> None:
-        if self._owner != id(getcurrent()) or not self._count:
+        if self._owner != get_ident() or not self._count:
             raise RuntimeError("cannot release un-acquired lock")
         self._count -= 1
         if not self._count:
@@ -365,10 +373,10 @@ class RLock:
         self.release()
 
     def _is_owned(self) -> bool:
-        return self._count > 0 and self._owner == id(getcurrent())
+        return self._count > 0 and self._owner == get_ident()
 
     def _recursion_count(self) -> int:
-        return self._count if self._owner == id(getcurrent()) else 0
+        return self._count if self._owner == get_ident() else 0
 
     def _release_save(self) -> tuple:
         if not self._count:

@@ -247,7 +247,7 @@ class Event:
         """Return true if and only if the internal flag is true."""
         return self._flag
 
-    def isSet(self) -> bool:  # noqa: N802 - the deprecated stdlib name
+    def isSet(self) -> bool:
         """Deprecated alias of ``is_set()``."""
         import warnings
 
@@ -326,8 +326,7 @@ def _make_dummy_thread_class(std: types.ModuleType) -> type:
     return _DummyThread
 
 
-def _make_current_thread(std: types.ModuleType, pristine: types.ModuleType,
-                         main_os: int) -> Any:
+def _make_current_thread(std: types.ModuleType, pristine: types.ModuleType) -> Any:
     active = std._active
 
     def current_thread() -> Any:
@@ -338,12 +337,9 @@ def _make_current_thread(std: types.ModuleType, pristine: types.ModuleType,
         except KeyError:
             pass
         if getcurrent().parent is None:
-            os_ident = _c_get_ident()
-            if os_ident in active:  # threading was patched in another thread
-                _adopt_os_thread(std)
-                return active[get_ident()]
-            t = pristine._active.get(os_ident)
-            if t is not None and os_ident != main_os:
+            # A real thread the loop machinery started: its own Thread object.
+            t = pristine._active.get(_c_get_ident())
+            if t is not None and t is not pristine._main_thread:
                 return t
         return std._DummyThread()
 
@@ -416,7 +412,6 @@ def _make_shutdown(std: types.ModuleType, pristine: types.ModuleType) -> Any:
     def _shutdown() -> None:
         """Wait until every non-daemon green thread has finished (the
         interpreter calls this at exit), then do the same for real threads."""
-        _adopt_os_thread(std)
         main = std._main_thread
         if not main._is_stopped:
             std.__dict__["_SHUTTING_DOWN"] = True
@@ -466,8 +461,6 @@ def __patch__(patch: Any) -> None:
     # The snapshot monkey hands the loop machinery (rule 2) and get_original.
     _originals._frozen["threading"] = pristine
 
-    main_os = _gthread._main_os_ident
-
     green_thread = {
         "allocate_lock": _gthread.allocate_lock,
         "allocate": _gthread.allocate_lock,
@@ -495,7 +488,7 @@ def __patch__(patch: Any) -> None:
         "_set_sentinel": _gthread._set_sentinel,
         "local": _gthread._local,
         "_DummyThread": _make_dummy_thread_class(std),
-        "current_thread": _make_current_thread(std, pristine, main_os),
+        "current_thread": _make_current_thread(std, pristine),
         "_shutdown": _make_shutdown(std, pristine),
         "excepthook": excepthook,
         "__excepthook__": excepthook,
@@ -505,7 +498,7 @@ def __patch__(patch: Any) -> None:
 
     patch("_threading_local", {"local": _gthread._local})
 
-    _adopt_os_thread(std)
+    _green_main_tstate_lock(std)
     _fix_logging_locks()
 
     # concurrent.futures: Futures green, executors green unless the loop's.
@@ -516,51 +509,21 @@ def __patch__(patch: Any) -> None:
     del _threading_local
 
 
-def _adopt_os_thread(std: types.ModuleType) -> None:
-    """Re-key the Thread object of the running OS thread from its OS ident to
-    the ident of its root greenlet, the one ``get_ident()`` now returns.
-
-    Done for the patching thread at patch time and, when patching happened
-    elsewhere, lazily for the main thread (``current_thread``, ``_shutdown``).
-    Only a root greenlet may adopt: other greenlets are green threads.
-    """
+def _green_main_tstate_lock(std: types.ModuleType) -> None:
+    """The main thread's C thread-state lock is only released at the very end
+    of the interpreter; a green thread joining the main thread must wait on
+    something green, which our ``_shutdown`` releases. (The main thread keeps
+    its ident: the main greenlet answers ``get_ident()`` with the OS one.)"""
     global _main_real_tstate_lock
-    if getcurrent().parent is not None:
+    main = std._main_thread
+    if _main_real_tstate_lock is not None or main._tstate_lock is None:
         return
-    old = _c_get_ident()
-    with std._active_limbo_lock:
-        thread = std._active.get(old)
-        if thread is None or thread._ident != old:
-            return
-        new = get_ident()
-        del std._active[old]
-        std._active[new] = thread
-        thread._ident = new
-    _fix_import_locks(old, new)
-    if thread is std._main_thread:
-        # The main thread's C thread-state lock is only released at the very
-        # end of the interpreter; a green thread joining the main thread must
-        # wait on something green, released by our _shutdown.
-        _main_real_tstate_lock = thread._tstate_lock
-        if _main_real_tstate_lock is not None:
-            with std._shutdown_locks_lock:
-                std._shutdown_locks.discard(_main_real_tstate_lock)
-            tlock = Lock()
-            tlock.acquire()
-            thread._tstate_lock = tlock
-
-
-def _fix_import_locks(old: int, new: int) -> None:
-    """An import in progress (patching from a module being imported) holds a
-    module lock owned by the old ident; release() would refuse."""
-    try:
-        import importlib._bootstrap as boot
-    except ImportError:  # pragma: no cover
-        return
-    for wr in list(getattr(boot, "_module_locks", {}).values()):
-        lock = wr() if callable(wr) else wr
-        if lock is not None and getattr(lock, "owner", None) == old:
-            lock.owner = new
+    _main_real_tstate_lock = main._tstate_lock
+    with std._shutdown_locks_lock:
+        std._shutdown_locks.discard(_main_real_tstate_lock)
+    tlock = Lock()
+    tlock.acquire()
+    main._tstate_lock = tlock
 
 
 def _fix_logging_locks() -> None:
