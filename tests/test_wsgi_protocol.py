@@ -176,7 +176,10 @@ def test_valid_corpus_request_reaches_the_app_as_parsed(servers, name, raw, meta
     opts = _options(meta)
     srv = servers(opts)
     s = srv.connect()
-    _send(s, raw, split)
+    try:
+        _send(s, raw, split)
+    except OSError:
+        pass  # the server closed after a "Connection: close" request: fine
     if name in REFUSED_ON_PURPOSE:
         data = recv_all(s, timeout=3)
         assert data.startswith(b"HTTP/1.1 400") or data == b"", REFUSED_ON_PURPOSE[name]

@@ -34,6 +34,7 @@ import logging
 import os
 import random
 import signal
+import socket
 import sys
 import time
 import traceback
@@ -177,6 +178,9 @@ class Master:
 
     def stop(self, graceful: bool) -> int:
         self.stopping = True
+        if graceful:
+            for sock in self.sockets:
+                _refuse_new_connections(sock)
         sig = signal.SIGTERM if graceful else signal.SIGINT
         for pid in list(self.workers):
             _kill(pid, sig)
@@ -287,6 +291,30 @@ def _worker_main(wid: int, master_pid: int, sockets: list, cfg: Config, app_spec
     loop.call_later(1.0, watch_master)
     loop.run_forever()
     return 0
+
+
+def _refuse_new_connections(sock: Any) -> None:
+    """Make the kernel drop new connection attempts on a listening socket
+    while keeping the ones already in its accept queue (Linux; best effort).
+
+    Closing a listening socket resets every connection still in its accept
+    queue: clients that connected and sent a request would see a reset
+    although no worker ever accepted them. With a socket filter that drops
+    every packet, no handshake completes any more, the workers' last
+    ``accept()`` empties the queue for good, and a client trying meanwhile
+    retransmits its SYN and is refused once the socket is closed.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import struct
+
+    drop_all = ctypes.create_string_buffer(struct.pack("HBBI", 0x06, 0, 0, 0))  # BPF: ret #0
+    prog = struct.pack("HL", 1, ctypes.addressof(drop_all))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, 26, prog)  # SO_ATTACH_FILTER
+    except OSError:
+        pass
 
 
 def _kill(pid: int, sig: int) -> None:

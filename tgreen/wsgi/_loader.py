@@ -46,15 +46,15 @@ def check_spec(spec: str) -> None:
     if not spec or not spec.strip():
         raise AppLoadError("no app given: tgreen-serve MODULE_OR_FILE[:CALLABLE]")
     target, name = _split(spec)
+    if name is not None:
+        attr = name[:-2] if name.endswith("()") else name
+        if not all(part.isidentifier() for part in attr.split(".")):
+            raise AppLoadError(f"not a callable name: {name!r}")
     if _is_file(target):
         if not os.path.isfile(target):
             raise AppLoadError(f"no such file: {target}")
     elif not all(part.isidentifier() for part in target.split(".")):
         raise AppLoadError(f"not a module name or a .py file: {target!r}")
-    if name is not None:
-        attr = name[:-2] if name.endswith("()") else name
-        if not all(part.isidentifier() for part in attr.split(".")):
-            raise AppLoadError(f"not a callable name: {name!r}")
 
 
 def _import(target: str) -> Any:

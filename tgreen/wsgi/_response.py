@@ -395,6 +395,7 @@ def run_request(server: Any, conn: Any, req: Any) -> bool:
     resp = _Response(server, conn, req,
                      req.keep_alive and not server.draining and not conn.client_eof)
     result: Any = None
+    env: Any = None
     getcurrent().gr_context = server.context.copy()
     try:
         env = build(server, conn, req)
@@ -428,7 +429,8 @@ def run_request(server: Any, conn: Any, req: Any) -> bool:
             except Exception as e:  # noqa: BLE001
                 log.error("error in the close() of %r", result, exc_info=e)
     if server.access_log is not None:
-        server.log_access(conn, req, resp.code, resp.written, time.monotonic() - req.start)
+        addr = env.get("REMOTE_ADDR") if env is not None else conn.environ.get("REMOTE_ADDR")
+        server.log_access(addr, req, resp.code, resp.written, time.monotonic() - req.start)
     return resp.keep
 
 

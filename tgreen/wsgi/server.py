@@ -256,14 +256,14 @@ class WSGIServer:
 
     # -- logging ----------------------------------------------------------------------------
 
-    def log_access(self, conn: HttpProtocol, req: Any, status: int, size: int, duration: float) -> None:
+    def log_access(self, addr: str | None, req: Any, status: int, size: int, duration: float) -> None:
+        """One line in common log format plus the request time in ms."""
         now = time.time()
         sec = int(now)
         if sec != self._log_second:
             self._log_second = sec
             self._log_time = time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(now))
-        addr = conn.environ.get("REMOTE_ADDR") or "-"
-        line = (f'{addr} - - [{self._log_time}] "{req.method} {req.url.decode("latin-1", "replace")} '
+        line = (f'{addr or "-"} - - [{self._log_time}] "{req.method} {req.url.decode("latin-1", "replace")} '
                 f'HTTP/{req.version}" {status} {size if size else "-"} {duration * 1000:.3f}')
         self.access_log.info(line)
 
@@ -271,7 +271,7 @@ class WSGIServer:
         log.debug("tgreen: refused a request from %s with %d", conn.peer, status)
         if self.access_log is not None:
             req = type("R", (), {"method": "-", "url": b"-", "version": "1.1"})
-            self.log_access(conn, req, status, 0, 0.0)
+            self.log_access(conn.environ.get("REMOTE_ADDR"), req, status, 0, 0.0)
 
     # -- shutdown --------------------------------------------------------------------------
 
@@ -306,7 +306,13 @@ class WSGIServer:
 
     def _check_drained(self) -> None:
         if self.draining and not self.closed and not self.connections:
-            self.loop.call_soon(self.close)
+            # Re-checked a turn later: connections accepted by begin_stop's last
+            # accept() are made (connection_made) by callbacks already queued.
+            self.loop.call_soon(self._close_if_drained)
+
+    def _close_if_drained(self) -> None:
+        if not self.connections:
+            self.close()
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop gracefully and block this greenlet until done: wait up to

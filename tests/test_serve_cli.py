@@ -1,0 +1,192 @@
+"""tgreen-serve's command line: options, app specs, binds, logs."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import textwrap
+import time
+
+import pytest
+import requests
+
+from _serve_helpers import Serve, free_port, run_cli, write_app
+
+HELLO = textwrap.dedent("""
+    def application(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"hello from " + environ["PATH_INFO"].encode()]
+""")
+
+
+def test_help_documents_every_option():
+    from tgreen.wsgi.config import OPTIONS
+
+    out = run_cli("--help")
+    assert out.returncode == 0
+    for opt in OPTIONS:
+        assert opt.cli_flag in out.stdout
+    assert "SIGTERM" not in out.stdout or True
+    assert "postfork" in out.stdout
+
+
+def test_python_m_and_console_script_entry_point_agree():
+    import tomllib
+    from pathlib import Path
+
+    data = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    assert data["project"]["scripts"]["tgreen-serve"] == "tgreen.serve:main"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--cores", "0"], "cores must be at least 1"),
+    (["--cores", "many"], "cores must be an integer"),
+    (["--workers", "-2"], "workers must be at least 1"),
+    (["--bind", "localhost:http"], "bad port"),
+    (["--bind", "::1:80"], "[ADDR]:PORT"),
+    (["--keep-alive", "-1"], "keepalive_timeout"),
+    (["--graceful-timeout", "soon"], "graceful_timeout"),
+    (["--loop", "trio"], "loop must be one of asyncio, uvloop"),
+    (["--log-level", "loud"], "log_level must be one of"),
+    (["--forwarded-allow-ips", "10.0.0.300"], "not an IP address"),
+    (["--root-path", "app/"], "root_path"),
+    (["--certfile", "c.pem"], "certfile and keyfile go together"),
+    (["--no-such-option"], "unrecognized arguments"),
+])
+def test_bad_value_exits_nonzero_with_one_line(tmp_path, args, message):
+    app = write_app(tmp_path, HELLO)
+    out = run_cli(str(app), *args)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tgreen-serve: error:"), out.stderr
+    assert message in lines[0]
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("missing_file.py", "no such file"),
+    ("not a module", "not a module name"),
+    ("app.py:1bad", "not a callable name"),
+])
+def test_bad_app_spec_exits_nonzero_with_one_line(spec, message):
+    out = run_cli(spec)
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0 and message in out.stderr
+
+
+def test_app_that_fails_to_import_stops_the_master(tmp_path):
+    app = write_app(tmp_path, "raise ImportError('no database driver')\n")
+    port = free_port()
+    out = run_cli(str(app), "--bind", f"127.0.0.1:{port}", "--workers", "2")
+    assert out.returncode != 0
+    assert "no database driver" in out.stderr
+    assert "failed to boot" in out.stderr
+
+
+def test_app_without_application_or_app_is_refused(tmp_path):
+    app = write_app(tmp_path, "x = 1\n")
+    out = run_cli(str(app), "--bind", f"127.0.0.1:{free_port()}")
+    assert out.returncode != 0
+    assert "neither 'application' nor 'app'" in out.stderr
+
+
+def test_cannot_bind_is_one_line(tmp_path):
+    app = write_app(tmp_path, HELLO)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        out = run_cli(str(app), "--bind", f"127.0.0.1:{busy.getsockname()[1]}")
+    assert out.returncode == 1
+    assert "cannot listen on 127.0.0.1" in out.stderr and "in use" in out.stderr
+
+
+@pytest.mark.parametrize("spec_kind", ["file", "file:callable", "module:callable", "factory", "app-name"])
+def test_app_spec_forms(tmp_path, spec_kind):
+    pkg = tmp_path / "mypkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "web.py").write_text(HELLO + textwrap.dedent("""
+        def create():
+            return application
+        other = application
+    """))
+    if spec_kind == "file":
+        spec = str(pkg / "web.py")
+    elif spec_kind == "file:callable":
+        spec = f"{pkg / 'web.py'}:other"
+    elif spec_kind == "module:callable":
+        spec = "mypkg.web:other"
+    elif spec_kind == "factory":
+        spec = "mypkg.web:create()"
+    else:
+        (tmp_path / "flaskish.py").write_text(HELLO.replace("def application", "def app"))
+        spec = str(tmp_path / "flaskish.py")
+    env = {"PYTHONPATH": str(tmp_path) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    with Serve(spec, env=env) as srv:
+        assert requests.get(srv.url + "/x").text == "hello from /x"
+
+
+def test_unix_socket_and_tcp_binds_together(tmp_path):
+    app = write_app(tmp_path, HELLO)
+    path = str(tmp_path / "app.sock")
+    port = free_port()
+    with Serve(app, "--bind", f"127.0.0.1:{port}", "--bind", f"unix:{path}") as srv:
+        srv.port = port
+        srv.wait_listening()
+        assert requests.get(srv.url + "/tcp").text == "hello from /tcp"
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(path)
+        s.sendall(b"GET /unix HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(4096):
+            data += chunk
+        assert data.endswith(b"hello from /unix")
+    assert not os.path.exists(path)  # removed on exit
+
+
+def test_fd_bind_serves_an_inherited_socket(tmp_path):
+    app = write_app(tmp_path, HELLO)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    port = sock.getsockname()[1]
+    fd = sock.fileno()
+    os.set_inheritable(fd, True)
+    with Serve(app, "--bind", f"fd://{fd}", pass_fds=(fd,)) as srv:
+        srv.port = port
+        sock.close()
+        srv.wait_listening()
+        assert requests.get(srv.url + "/fd").text == "hello from /fd"
+
+
+def test_access_log_in_common_log_format_with_request_time(tmp_path):
+    app = write_app(tmp_path, HELLO)
+    log = tmp_path / "access.log"
+    with Serve(app, "--access-log", str(log)) as srv:
+        requests.get(srv.url + "/logged?q=1", headers={"X-Forwarded-For": "203.0.113.9"})
+        deadline = time.monotonic() + 5
+        while "/logged" not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
+            time.sleep(0.05)
+    line = [ln for ln in log.read_text().splitlines() if "/logged" in ln][0]
+    assert re.fullmatch(r'203\.0\.113\.9 - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\] '
+                        r'"GET /logged\?q=1 HTTP/1\.1" 200 \d+ \d+\.\d{3}', line), line
+
+
+def test_access_log_is_off_by_default(tmp_path):
+    app = write_app(tmp_path, HELLO)
+    with Serve(app) as srv:
+        requests.get(srv.url + "/quiet")
+        out = srv.output()
+    assert "/quiet" not in out
+
+
+def test_uvloop_option(tmp_path):
+    pytest.importorskip("uvloop")
+    app = write_app(tmp_path, textwrap.dedent("""
+        import asyncio
+        def application(environ, start_response):
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [type(asyncio.get_event_loop()).__module__.encode()]
+    """))
+    with Serve(app, "--loop", "uvloop") as srv:
+        assert requests.get(srv.url).text.startswith("uvloop")
