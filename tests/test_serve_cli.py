@@ -190,3 +190,41 @@ def test_uvloop_option(tmp_path):
     """))
     with Serve(app, "--loop", "uvloop") as srv:
         assert requests.get(srv.url).text.startswith("uvloop")
+
+
+def test_tls_with_certfile_and_keyfile(tmp_path):
+    import shutil
+    import subprocess
+
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+                    "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    app = write_app(tmp_path, HELLO + textwrap.dedent("""
+        _hello = application
+        def application(environ, start_response):
+            body = _hello(environ, start_response)
+            return [environ["wsgi.url_scheme"].encode() + b" " + b"".join(body)]
+    """))
+    port = free_port()
+    for loop in ("asyncio", "uvloop"):
+        with Serve(app, "--bind", f"127.0.0.1:{port}", "--certfile", str(cert), "--keyfile", str(key),
+                   "--loop", loop, wait_ready=False) as srv:
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    r = requests.get(f"https://127.0.0.1:{port}/tls", verify=str(cert), timeout=5)
+                    break
+                except requests.exceptions.SSLError:
+                    raise
+                except requests.ConnectionError:
+                    if time.monotonic() > deadline:
+                        raise AssertionError(srv.output())
+                    time.sleep(0.1)
+            assert r.text == "https hello from /tls"
+            with requests.Session() as sess:  # keep-alive over TLS
+                for _ in range(3):
+                    assert sess.get(f"https://127.0.0.1:{port}/k", verify=str(cert)).ok

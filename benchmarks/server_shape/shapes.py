@@ -9,6 +9,8 @@ architecture of ``tgreen.wsgi`` by measurement (DESIGN.md, "The WSGI server").
   long-lived core greenlets (direct switch from the loop callback), which runs
   the app and writes headers and body in one ``transport.write``.
 * ``raw``: the ceiling. Protocol + httptools answering a fixed response, no WSGI.
+* ``tgreen``: the real ``tgreen.wsgi.WSGIServer`` (the protocol shape, with
+  everything a production server needs), for scale.
 
 Each shape builds the same minimal environ. Run one with
 ``python shapes.py SHAPE PORT [asyncio|uvloop]``; ``run.py`` drives wrk.
@@ -271,6 +273,9 @@ if __name__ == "__main__":
         tgreen.loop.set_loop_kind(sys.argv[3])
     if shape == "greenlet":
         serve_greenlet(port)
+    elif shape == "tgreen":
+        from tgreen.wsgi import WSGIServer
+        WSGIServer(("127.0.0.1", port), app, cores=100, backlog=1024).serve_forever()
     elif shape == "raw-accept-task":
         serve_raw_own_accept(port, False)
     elif shape == "raw-accept-sync":

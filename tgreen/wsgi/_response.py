@@ -401,6 +401,18 @@ def run_request(server: Any, conn: Any, req: Any) -> bool:
         env = build(server, conn, req)
         result = server.app(env, resp.start_response)
         if type(result) is list or type(result) is tuple:
+            if resp.head is None and len(result) == 1 and type(result[0]) is bytes:
+                # The common case, in one write and few calls: a single
+                # chunk whose length is the Content-Length.
+                body = result[0]
+                resp._make_head(len(body))
+                if resp.no_body or resp.length == len(body):
+                    resp.written = len(body)
+                    if not conn.closed:
+                        resp.sent = resp.head_out = True
+                        conn.transport.write(resp.head if resp.no_body else resp.head + body)
+                    return resp.keep if server.access_log is None else \
+                        _logged(server, conn, req, resp, env)
             _write_sequence(resp, result)
         elif isinstance(result, FileWrapper) and resp.status is not None and resp.sendfile(result):
             pass
@@ -429,8 +441,13 @@ def run_request(server: Any, conn: Any, req: Any) -> bool:
             except Exception as e:  # noqa: BLE001
                 log.error("error in the close() of %r", result, exc_info=e)
     if server.access_log is not None:
-        addr = env.get("REMOTE_ADDR") if env is not None else conn.environ.get("REMOTE_ADDR")
-        server.log_access(addr, req, resp.code, resp.written, time.monotonic() - req.start)
+        return _logged(server, conn, req, resp, env)
+    return resp.keep
+
+
+def _logged(server: Any, conn: Any, req: Any, resp: _Response, env: Any) -> bool:
+    addr = env.get("REMOTE_ADDR") if env is not None else conn.environ.get("REMOTE_ADDR")
+    server.log_access(addr, req, resp.code, resp.written, time.monotonic() - req.start)
     return resp.keep
 
 
