@@ -9,9 +9,10 @@ Two loop-bound workloads, each with the monitor off and on (threshold
   turn, the worst case for a per-turn cost;
 * ``pingpong``: socketpair echo of 1 KiB messages between two greenlets.
 
-Every (workload, loop, monitor) variant runs in a fresh child process; the
-variants are interleaved round-robin over ``--reps`` repetitions and the
-median is reported. ``--write`` puts the table into ``benchmarks/RESULTS.md``
+Each (workload, loop) runs in a fresh child process that alternates short
+slices with the monitor off and on, so machine load hits both modes alike;
+``--reps`` children per workload, medians reported. A last row prices one
+loop turn directly: ``selector.select(0)`` bare and behind the wrapper. ``--write`` puts the table into ``benchmarks/RESULTS.md``
 under "## Blocking detector cost".
 
 Run with the project's venv:  ``.venv/bin/python benchmarks/monitor_cost.py --reps 5``
@@ -39,7 +40,10 @@ PINGPONG_PER_ROUND = 500
 BENCHES = ("switch", "switch1", "pingpong")
 
 
-def child(bench: str, loop: str, monitor: bool, duration: float) -> dict:
+def child(bench: str, loop: str, duration: float, slices: int, threshold_ms: float) -> dict:
+    """Run ``bench`` for ``duration`` seconds in ``slices`` alternating
+    slices with the monitor off and on (same process, same load), and
+    return both rates."""
     import time
 
     import tgreen
@@ -49,19 +53,30 @@ def child(bench: str, loop: str, monitor: bool, duration: float) -> dict:
     if loop == "uvloop":
         tgreen.use_uvloop()
     tgreen.sleep(0)
-    if monitor:
-        tgreen.monitor.start(threshold_ms=100)
-    result = {}
+    hub = tgreen.get_hub()
+    if bench == "select":
+        return select_cost(hub, duration)
+    result = {"off": [0, 0.0], "on": [0, 0.0], "reports": 0}
 
-    def timed(one_round, per_round):
+    def measure(one_round, per_round):
         one_round()  # warm up
-        n, t0 = 0, time.perf_counter()
-        while True:
-            one_round()
-            n += per_round
-            elapsed = time.perf_counter() - t0
-            if elapsed >= duration:
-                return n / elapsed
+        slice_len = duration / slices
+        for i in range(slices):
+            mode = "on" if i % 2 else "off"
+            if mode == "on":
+                tgreen.monitor.start(threshold_ms=threshold_ms)
+            n, t0 = 0, time.perf_counter()
+            while True:
+                one_round()
+                n += per_round
+                elapsed = time.perf_counter() - t0
+                if elapsed >= slice_len:
+                    break
+            if mode == "on":
+                result["reports"] += tgreen.monitor.monitor_for(hub).reports
+                tgreen.monitor.stop_all()
+            result[mode][0] += n
+            result[mode][1] += elapsed
 
     def switch(greenlets):
         def worker():
@@ -71,7 +86,7 @@ def child(bench: str, loop: str, monitor: bool, duration: float) -> dict:
         def one_round():
             tgreen.joinall([tgreen.spawn(worker) for _ in range(greenlets)])
 
-        return timed(one_round, greenlets * SWITCHES_PER_GREENLET)
+        measure(one_round, greenlets * SWITCHES_PER_GREENLET)
 
     def pingpong():
         a, b = tgreen.socket.socketpair()
@@ -93,26 +108,43 @@ def child(bench: str, loop: str, monitor: bool, duration: float) -> dict:
                 while got < PINGPONG_MSG:
                     got += len(a.recv(PINGPONG_MSG - got))
 
-        rate = timed(one_round, PINGPONG_PER_ROUND)
+        measure(one_round, PINGPONG_PER_ROUND)
         a.close()
         server.join()
         b.close()
-        return rate
 
     def driver():
         if bench == "switch":
-            result["rate"] = switch(GREENLETS)
+            switch(GREENLETS)
         elif bench == "switch1":
-            result["rate"] = switch(1)
+            switch(1)
         else:
-            result["rate"] = pingpong()
+            pingpong()
 
     tgreen.spawn(driver).join()
-    if monitor:
-        m = tgreen.monitor.monitor_for(tgreen.get_hub())
-        result["reports"] = m.reports if m else None
-        tgreen.monitor.stop_all()
-    return result
+    return {"off": result["off"][0] / result["off"][1],
+            "on": result["on"][0] / result["on"][1], "reports": result["reports"]}
+
+
+def select_cost(hub, duration: float) -> dict:
+    """The per-turn price itself: ``selector.select(0)`` bare and behind the
+    monitor's wrapper, in ns per call (asyncio's selector loop only)."""
+    import time
+
+    from tgreen.monitor import _Turns
+
+    sel = hub.loop._selector
+    wrapped = _Turns(sel)
+    out = {}
+    for _ in range(2):  # second pass counts; the first warms up
+        for mode, s in (("off", sel), ("on", wrapped)):
+            n, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < duration / 4:
+                for _ in range(1000):
+                    s.select(0)
+                n += 1000
+            out[mode] = (time.perf_counter() - t0) / n * 1e9
+    return {"off": out["off"], "on": out["on"], "reports": 0}
 
 
 def fmt(rate: float) -> str:
@@ -124,43 +156,57 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--duration", type=float, default=1.5, help="seconds per child")
     ap.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
-    ap.add_argument("--child", nargs=3, metavar=("BENCH", "LOOP", "MONITOR"), help=argparse.SUPPRESS)
+    ap.add_argument("--threshold-ms", type=float, default=100.0)
+    ap.add_argument("--slices", type=int, default=10,
+                    help="alternating off/on slices per child (default 10)")
+    ap.add_argument("--child", nargs=2, metavar=("BENCH", "LOOP"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        bench, loop, mon = args.child
-        print(json.dumps(child(bench, loop, mon == "on", args.duration)))
+        bench, loop = args.child
+        print(json.dumps(child(bench, loop, args.duration, args.slices, args.threshold_ms)))
         return 0
 
-    variants = [(b, lp, m) for b in BENCHES for lp in ("asyncio", "uvloop")
-                for m in ("off", "on")]
-    rates: dict = {v: [] for v in variants}
+    variants = [(b, lp) for b in BENCHES for lp in ("asyncio", "uvloop")] + [("select", "asyncio")]
+    rates: dict = {(b, lp, m): [] for b, lp in variants for m in ("off", "on")}
     env = dict(os.environ, PYTHONPATH=REPO_ROOT)
     env.pop("TGREEN_MONITOR_MS", None)
     load_before = os.getloadavg()
     for rep in range(args.reps):
-        for v in variants:
+        for b, lp in variants:
             out = subprocess.run([sys.executable, __file__, "--duration", str(args.duration),
-                                  "--child", *v], capture_output=True, text=True, env=env,
+                                  "--slices", str(args.slices),
+                                  "--threshold-ms", str(args.threshold_ms), "--child", b, lp], capture_output=True, text=True, env=env,
                                  timeout=120)
             if out.returncode:
-                raise SystemExit(f"child {v} failed:\n{out.stderr}")
+                raise SystemExit(f"child {(b, lp)} failed:\n{out.stderr}")
             res = json.loads(out.stdout.strip().splitlines()[-1])
             if res.get("reports"):
-                print(f"note: {v} reported {res['reports']} blocking episode(s)", file=sys.stderr)
-            rates[v].append(res["rate"])
+                print(f"note: {(b, lp)} reported {res['reports']} blocking episode(s)",
+                      file=sys.stderr)
+            rates[(b, lp, "off")].append(res["off"])
+            rates[(b, lp, "on")].append(res["on"])
         print(f"rep {rep + 1}/{args.reps} done", file=sys.stderr)
     load_after = os.getloadavg()
 
-    rows = ["| workload | loop | monitor off | monitor on (100 ms) | on / off |",
+    rows = [f"| workload | loop | monitor off | monitor on ({args.threshold_ms:g} ms) | on / off |",
             "|---|---|---:|---:|---:|"]
-    for b in BENCHES:
-        unit = "round trips/s" if b == "pingpong" else "switches/s"
-        for lp in ("asyncio", "uvloop"):
-            off = statistics.median(rates[(b, lp, "off")])
-            on = statistics.median(rates[(b, lp, "on")])
-            rows.append(f"| {b} ({unit}) | {lp} | {fmt(off)} | {fmt(on)} | {on / off:.2f} |")
+    for b, lp in variants:
+        off = statistics.median(rates[(b, lp, "off")])
+        on = statistics.median(rates[(b, lp, "on")])
+        ratio = statistics.median(x / y for x, y in zip(rates[(b, lp, "on")],
+                                                         rates[(b, lp, "off")]))
+        if b == "select":
+            rows.append(f"| select(0) call (ns, lower is better) | {lp} | {off:.0f} | "
+                        f"{on:.0f} | {ratio:.2f} |")
+        else:
+            unit = "round trips/s" if b == "pingpong" else "switches/s"
+            rows.append(f"| {b} ({unit}) | {lp} | {fmt(off)} | {fmt(on)} | {ratio:.2f} |")
     table = "\n".join(rows)
     spread = max((max(r) - min(r)) / statistics.median(r) for r in rates.values())
+    ratio_spread = max(
+        max(x / y for x, y in zip(rates[(b, lp, "on")], rates[(b, lp, "off")]))
+        - min(x / y for x, y in zip(rates[(b, lp, "on")], rates[(b, lp, "off")]))
+        for b, lp in variants)
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT,
                               capture_output=True, text=True).stdout.strip()
@@ -171,17 +217,24 @@ def main(argv=None) -> int:
             f"Measured {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')} on "
             f"{platform.processor() or platform.machine()} ({os.cpu_count()} CPUs), python "
             f"{platform.python_version()}, tgreen {head}. Command: `{cmd.strip()}` "
-            f"({args.reps} repetitions of ~{args.duration}s per child process, variants "
-            f"interleaved, median shown; largest spread (max-min)/median {spread:.0%}). "
+            f"({args.reps} child processes per workload, each alternating {args.slices} "
+            f"slices with the monitor off and on over ~{args.duration}s, so both modes see "
+            "the same load; medians of the rates and of the per-child on/off ratios shown; "
+            f"largest rate spread (max-min)/median {spread:.0%}, largest on/off ratio "
+            f"spread {ratio_spread:.2f}). "
             f"Load average before: {' '.join(f'{x:.2f}' for x in load_before)}, after: "
             f"{' '.join(f'{x:.2f}' for x in load_after)}.\n\n{table}\n\n"
+            "`select(0) call` is the per-turn price itself: one non-blocking "
+            "`selector.select(0)`, bare and behind the monitor's wrapper. "
             "`switch` is `sleep(0)` across 100 greenlets (one loop turn wakes all 100); "
             "`switch1` is `sleep(0)` in a single greenlet, so every switch is a whole loop "
             "turn: the worst case for a per-turn cost. `pingpong` is a socketpair echo of 1 KiB "
             "messages between two greenlets. On asyncio's loop the monitor wraps the "
             "selector (two counter writes per loop turn, plus one Python call); on uvloop "
-            "it adds a heartbeat timer every 50 ms. The watchdog thread wakes every 25 ms "
-            "and only reads.\n")
+            "it adds a heartbeat timer every threshold/2. The watchdog thread wakes every "
+            "threshold/2 and only reads, but each wake-up takes the GIL from the loop's "
+            "thread; on a loaded machine that hand-off (the loop thread waiting to be "
+            "scheduled again) is most of the cost.\n")
     print(text)
     if args.write:
         with open(RESULTS_MD, encoding="utf-8") as f:

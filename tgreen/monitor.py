@@ -23,15 +23,16 @@ timer has been due for longer than the threshold while the script keeps the
 thread (greenlets that should run, starve).
 
 *How it is seen.* On asyncio's selector loops, the loop's selector is wrapped
-(``_Turns``): entering and leaving ``select`` bumps a counter, and a flag says
-"inside select". That costs two attribute writes per loop turn and, unlike a
+(``_Turns``): entering and leaving ``select`` each bump a counter, so an odd
+count means "inside select", i.e. idle. That costs one Python call per loop
+turn (about 0.1-0.3 us, ``benchmarks/monitor_cost.py``) and, unlike a
 heartbeat timer, never keeps the loop from sleeping (the hub's
 would-block-forever check needs a loop with nothing scheduled to sleep with
 no timeout). On uvloop, which has no Python-level selector, a heartbeat timer
 every threshold/2 bumps the counter instead.
 
 *Who sees it.* One real OS thread (the original ``_thread``, so patching never
-makes it a greenlet) samples every monitored hub every threshold/4. A hub is
+makes it a greenlet) samples every monitored hub every threshold/2. A hub is
 reported when two samples at least ``threshold`` apart both saw it blocked
 with the same counter; the report is the stack of the thread's running frame
 (``sys._current_frames()``), which is the frame of the greenlet that holds the
@@ -67,15 +68,25 @@ _get_ident = _originals.get("_thread", "get_ident")
 _monotonic = _originals.get("time", "monotonic")
 
 ENV_VAR = "TGREEN_MONITOR_MS"
+# Samples per threshold: a block is reported between 1x and (1 + 1/N)x the
+# threshold after it starts. Each sample wakes a thread that needs the GIL,
+# which is most of the monitor's cost (benchmarks/monitor_cost.py).
+_SAMPLES_PER_THRESHOLD = int(os.environ.get("TGREEN_MONITOR_SAMPLES", "2"))
 
 
 class _Turns:
-    """Wraps a selector loop's selector to count loop turns (module docstring)."""
+    """Wraps a selector loop's selector to count loop turns (module docstring).
+
+    ``turns`` goes up on the way into ``select`` and again on the way out:
+    an odd count means the loop is inside ``select`` (idle). One counter and
+    a cached bound method keep the price to one extra Python call per turn
+    (measured in benchmarks/monitor_cost.py).
+    """
 
     def __init__(self, selector: Any) -> None:
         self._sel = selector
+        self._select = selector.select
         self.turns = 0
-        self.in_select = False
         # The loop calls these directly; skip __getattr__ for them.
         for name in ("register", "unregister", "modify", "get_key", "get_map"):
             if hasattr(selector, name):
@@ -83,11 +94,9 @@ class _Turns:
 
     def select(self, timeout: float | None = None) -> list:
         self.turns += 1
-        self.in_select = True
         try:
-            return self._sel.select(timeout)
+            return self._select(timeout)
         finally:
-            self.in_select = False
             self.turns += 1
 
     def __getattr__(self, name: str) -> Any:
@@ -96,8 +105,6 @@ class _Turns:
 
 class _Heartbeat:
     """The uvloop fallback: a timer bumping the turn counter."""
-
-    in_select = False
 
     def __init__(self, loop: Any, interval: float) -> None:
         self.turns = 0
@@ -151,10 +158,11 @@ class Monitor:
 
     # -- sampling (watchdog thread) ------------------------------------------------
 
-    def _blocked_now(self) -> bool:
+    def _blocked_now(self, turns: int) -> bool:
         loop = self.hub.loop
         if loop.is_running():
-            return not self.counter.in_select
+            # Inside select (an odd count on selector loops) is idle.
+            return self._beat is not None or turns & 1 == 0
         if self.hub._runner is not None:
             return True  # between run_forever() calls of one wait: a moment
         return self._work_is_due(loop)
@@ -174,8 +182,8 @@ class Monitor:
         return False
 
     def sample(self, now: float) -> None:
-        blocked = self._blocked_now()
         turns = self.counter.turns
+        blocked = self._blocked_now(turns)
         if not blocked:
             if self._reported and self._since is not None:
                 self._report_end(now - self._since)
@@ -280,7 +288,7 @@ def _watchdog() -> None:
                 if not monitors:
                     _thread_running = False
                     return
-            period = max(min(m.threshold for m in monitors) / 4, 0.002)
+            period = max(min(m.threshold for m in monitors) / _SAMPLES_PER_THRESHOLD, 0.002)
             if _wakeup.acquire(True, period):  # stop() pokes us
                 pass
             now = _monotonic()
