@@ -75,12 +75,14 @@ def test_a_killed_worker_is_respawned_with_the_same_id(tmp_path):
         assert "respawning" in srv.output()
 
 
-def test_sigterm_under_load_loses_no_accepted_request(tmp_path):
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_sigterm_under_load_loses_no_accepted_request(tmp_path, loop):
     """Clients hammer the server (a new connection per request, each taking
     0.2 s) while the master gets SIGTERM: every request whose connection was
     accepted gets its full response; afterwards connections are refused."""
+    pytest.importorskip(loop)
     app = write_app(tmp_path, WORKER_APP)
-    with Serve(app, "--workers", "2", "--graceful-timeout", "10") as srv:
+    with Serve(app, "--workers", "2", "--graceful-timeout", "10", "--loop", loop) as srv:
         ok = []
         refused = []
         failed = []

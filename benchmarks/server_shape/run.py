@@ -37,7 +37,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--reps", type=int, default=2)
-    ap.add_argument("--shapes", default="greenlet,protocol,raw")
+    ap.add_argument("--shapes", default="greenlet,protocol,tgreen,raw")
     ap.add_argument("--loops", default="asyncio,uvloop")
     ns = ap.parse_args()
     variants = [(s, lp) for s in ns.shapes.split(",") for lp in ns.loops.split(",")]
@@ -60,10 +60,11 @@ def main():
                     p.wait()
                 results.setdefault((scen, shape, lp), []).append(rps)
                 print(f"{scen:24} {shape:9} {lp:8} {rps:10.0f} {errs}", file=sys.stderr)
-    print("| scenario | shape | loop | req/s (median) |")
-    print("| --- | --- | --- | ---: |")
+    print("| scenario | shape | loop | req/s (median) | runs |")
+    print("| --- | --- | --- | ---: | --- |")
     for (scen, shape, lp), v in results.items():
-        print(f"| {scen} | {shape} | {lp} | {statistics.median(v):.0f} |")
+        runs = ", ".join(f"{x:.0f}" for x in v)
+        print(f"| {scen} | {shape} | {lp} | {statistics.median(v):.0f} | {runs} |")
 
 
 if __name__ == "__main__":

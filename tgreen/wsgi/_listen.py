@@ -115,16 +115,22 @@ class SelectorAcceptor:
         self.factory = factory
         self.on_error = on_error
         self.reading = False
+        self.want = False   # the server wants connections (not paused by it)
         self.closed = False
         self._retry: Any = None
         self._unix = sock.family == socket.AF_UNIX
 
     def resume(self) -> None:
+        self.want = True
         if not self.reading and not self.closed and self._retry is None:
             self.loop.add_reader(self.fd, self._accept)
             self.reading = True
 
     def pause(self) -> None:
+        self.want = False
+        self._stop_reading()
+
+    def _stop_reading(self) -> None:
         if self.reading:
             self.loop.remove_reader(self.fd)
             self.reading = False
@@ -147,7 +153,7 @@ class SelectorAcceptor:
             except OSError as e:
                 if e.errno in _ACCEPT_ERRORS_RETRY:
                     # Out of fds: stop accepting for a moment instead of spinning.
-                    self.pause()
+                    self._stop_reading()
                     self._retry = loop.call_later(0.5, self._retry_accept)
                     self.on_error(e)
                     return
@@ -166,7 +172,8 @@ class SelectorAcceptor:
 
     def _retry_accept(self) -> None:
         self._retry = None
-        self.resume()
+        if self.want:
+            self.resume()
 
     def close(self) -> None:
         self.pause()
@@ -249,7 +256,29 @@ class ServerAcceptor:
         self._stop_server()
 
     def accept_pending(self) -> None:
-        """The loop's server accepts on its own schedule; nothing to force."""
+        """Accept what waits in the kernel queue now and hand it to the loop
+        (``connect_accepted_socket``): used once, when the server stops."""
+        if self.closed:
+            return
+        sock = self.sock
+        family, type_, proto = sock.family, sock.type, sock.proto
+        while True:
+            try:
+                fd, _addr = _csock_accept(sock)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                self.on_error(e)
+                return
+            conn = socket.socket(family, type_, proto, fileno=fd)
+            conn.setblocking(False)
+            coro = self.loop.connect_accepted_socket(self.factory, conn, ssl=self.ssl)
+            task = asyncio.ensure_future(coro, loop=self.loop)
+            task.add_done_callback(self._accepted)
+
+    def _accepted(self, task: "asyncio.Future") -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self.on_error(task.exception())
 
     def close(self) -> None:
         self.closed = True
