@@ -357,3 +357,53 @@ def test_both_loops_serve(loop_kind):
         with requests.Session() as sess:
             for _ in range(5):
                 assert sess.get(srv.url).text == "Hello, World!"
+
+
+def test_a_client_that_stops_reading_is_dropped_after_write_timeout():
+    closed = []
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/quick":
+            return hello_app(environ, start_response)
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+
+        def gen():
+            try:
+                for _ in range(1000):
+                    yield b"w" * 65536
+            finally:
+                closed.append(True)
+        return gen()
+
+    with ServerThread(app, cores=1, write_timeout=0.5) as srv:
+        stuck = srv.connect()
+        stuck.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")  # and never reads
+        t0 = time.monotonic()
+        # the single core is freed once the timeout fires
+        r = requests.get(srv.url + "/quick", timeout=10)
+        assert r.status_code == 200
+        assert 0.3 < time.monotonic() - t0 < 5
+        assert closed == [True]
+        assert not srv.log.errors()
+
+
+def test_file_wrapper_really_calls_loop_sendfile(tmp_path):
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"s" * 100_000)
+    calls = []
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return environ["wsgi.file_wrapper"](open(path, "rb"))
+
+    with ServerThread(app, validate=False) as srv:
+        def spy():
+            orig = srv.loop.sendfile
+
+            async def sendfile(transport, file, offset=0, count=None, **kw):
+                calls.append((offset, count))
+                return await orig(transport, file, offset, count, **kw)
+            srv.loop.sendfile = sendfile
+        srv.call(spy)
+        assert requests.get(srv.url).content == b"s" * 100_000
+        assert calls == [(0, 100_000)]
