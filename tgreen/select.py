@@ -40,6 +40,23 @@ def _fileno(obj: Any) -> int:
     return obj.fileno()
 
 
+def _yield_when_ready() -> None:
+    """Called when a wait that may block finds fds ready at once: yield to the
+    loop once anyway, or a greenlet polling in a loop (an asyncore server in
+    a green thread) would never let another greenlet run. gevent does the
+    same (its test_ftplib hangs otherwise). The greenlet running the loop
+    cannot yield and just goes on."""
+    if current_hub_if_any() is None:
+        return
+    from .hub import BlockingFromHubError
+    from .sleep import sleep
+
+    try:
+        sleep(0)
+    except BlockingFromHubError:
+        pass
+
+
 def _wait_fds(hub: Any, rfds: Iterable[int], wfds: Iterable[int], timeout: float | None) -> None:
     """Block until any of the fds may be ready, or ``timeout`` passes."""
     waiter = Waiter(hub)
@@ -76,6 +93,8 @@ def select(rlist: Any, wlist: Any, xlist: Any, timeout: float | None = None) -> 
             raise ValueError("timeout must be non-negative")
     result = _select(rlist, wlist, xlist, 0)
     if result[0] or result[1] or result[2] or timeout == 0:
+        if timeout != 0 and (result[0] or result[1] or result[2]):
+            _yield_when_ready()
         return result
     hub = current_hub_if_any()
     if hub is None:
@@ -126,6 +145,8 @@ class _Poll:
             ms = -1
         result = self._poll.poll(0)
         if result or ms == 0:
+            if result and ms != 0:
+                _yield_when_ready()
             return result
         hub = current_hub_if_any()
         if hub is None:
@@ -202,6 +223,8 @@ if _epoll is not None:
                     secs = None
             result = self._ep.poll(0, maxevents)
             if result or secs == 0:
+                if result and secs != 0:
+                    _yield_when_ready()
                 return result
             hub = current_hub_if_any()
             if hub is None:
