@@ -291,6 +291,8 @@ class HttpProtocol(asyncio.Protocol):
             raise HTTPError(414)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        # Only collected here; checked in one pass by on_headers_complete
+        # (the head-size guard in data_received bounds what piles up).
         r = self._cur
         if r.headers_done:
             # A trailer field of a chunked body: not passed to the app, but
@@ -298,30 +300,49 @@ class HttpProtocol(asyncio.Protocol):
             if name.lower() in _FORBIDDEN_TRAILERS:
                 raise HTTPError(400, "forbidden trailer field")
             return
-        if len(name) + len(value) + 4 > self._max_field:  # "name: value\r\n"
-            raise HTTPError(431)
-        if value and (value[-1] == 32 or value[-1] == 9):
-            value = value.rstrip(b" \t")  # trailing OWS is not part of the value
+        r.headers.append((name, value))
+
+    def _check_headers(self, r: Request) -> None:
         headers = r.headers
-        if len(headers) >= self._max_fields:
+        if len(headers) > self._max_fields:
             raise HTTPError(431)
-        if len(name) in _SPECIAL_LENGTHS:
-            special = _SPECIAL.get(name.lower())
-            if special is not None:
-                special(r, value)
-        if b"_" in name:
-            policy = self.cfg.underscore_headers
-            if policy == "drop":
-                return
-            if policy == "refuse":
-                raise HTTPError(400, "underscore in header name")
-        headers.append((name, value))
+        max_field = self._max_field
+        rebuild = False
+        for name, value in headers:
+            if len(name) + len(value) + 4 > max_field:  # "name: value\r\n"
+                raise HTTPError(431)
+            if len(name) in _SPECIAL_LENGTHS:
+                special = _SPECIAL.get(name.lower())
+                if special is not None:
+                    special(r, value.rstrip(b" \t"))
+            if value[-1:] in _OWS or b"_" in name:
+                rebuild = True
+        if rebuild:
+            r.headers = self._clean_headers(headers)
+
+    def _clean_headers(self, headers: list) -> list:
+        """Strip trailing whitespace (not part of a field value) and apply
+        the underscore_headers policy."""
+        policy = self.cfg.underscore_headers
+        out = []
+        for name, value in headers:
+            if b"_" in name:
+                if policy == "drop":
+                    continue
+                if policy == "refuse":
+                    raise HTTPError(400, "underscore in header name")
+            if value[-1:] in _OWS:
+                value = value.rstrip(b" \t")
+            out.append((name, value))
+        return out
 
     def on_headers_complete(self) -> None:
         r = self._cur
         p = self.parser
         r.headers_done = True
         self._header_bytes = 0
+        if r.headers:
+            self._check_headers(r)
         version = p.get_http_version()
         if version != "1.1" and version != "1.0":
             raise HTTPError(505)
@@ -604,6 +625,7 @@ _SPECIAL = {
     b"x-forwarded-ssl": _h_forwarded,
 }
 _SPECIAL_LENGTHS = frozenset(len(k) for k in _SPECIAL)
+_OWS = (b" ", b"\t")
 
 _METHODS = {m.encode(): m for m in (
     "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "CONNECT", "TRACE")}
