@@ -209,3 +209,33 @@ def test_stop_finishes_requests_in_flight_and_refuses_new_ones():
         assert srv.server.stopped
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", srv.port), timeout=1).recv(1)
+
+
+def test_requests_still_running_after_the_graceful_timeout_are_ended_cleanly():
+    cleaned = []
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+
+        def gen():
+            try:
+                yield b"start"
+                tgreen.sleep(60)
+                yield b"never"
+            finally:
+                cleaned.append("finally")
+        return gen()
+
+    with ServerThread(app) as srv:
+        s = srv.connect()
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.2)
+        t0 = time.monotonic()
+        srv.loop.call_soon_threadsafe(srv.server.begin_stop, 0.3)
+        deadline = time.monotonic() + 5
+        while not srv.server.stopped and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert srv.server.stopped and time.monotonic() - t0 < 2
+        time.sleep(0.1)
+        assert cleaned == ["finally"]
+        assert srv.call(lambda: len(srv.server.cores.cores)) == 0

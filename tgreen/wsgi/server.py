@@ -28,6 +28,8 @@ import time
 from email.utils import formatdate
 from typing import Any, Callable
 
+import greenlet
+
 from .. import _originals
 from ..event import Event
 from ..hub import get_hub
@@ -349,7 +351,14 @@ class WSGIServer:
         if self.cores is not None:
             self.cores.close()
             if self.cores.cores:
-                self.loop.call_soon(self.cores.kill_busy)
+                # Requests still running end with GreenletExit, so their
+                # finally blocks and the iterables' close() run. From a loop
+                # callback at once; from a core (close() called by an app),
+                # on the next turn, as no greenlet can kill itself.
+                if greenlet.getcurrent() is self.hub.root:
+                    self.cores.kill_busy()
+                else:
+                    self.loop.call_soon(self.cores.kill_busy)
         self._stopped.set()
         for fn in self._stop_callbacks:
             if self.loop is not None:
