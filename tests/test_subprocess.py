@@ -281,6 +281,14 @@ def test_pipeline_by_fd_number_also_gets_a_blocking_pipe():
     assert p1.wait() == 0
 
 
+def test_communicate_on_a_pipe_shared_with_another_child_keeps_it_blocking():
+    p1 = sp.Popen(["sh", "-c", "sleep 0.1; echo shared"], stdout=sp.PIPE)
+    p2 = sp.Popen(["sleep", "0.3"], stdin=p1.stdout)       # p1.stdout is blocking now
+    out, _ = p1.communicate(timeout=10)
+    assert out == b"shared\n"
+    assert p2.wait() == 0
+
+
 def test_getstatusoutput_and_check_output_are_green():
     ticker = Ticker()
     assert sp.getstatusoutput("sleep 0.2; echo done") == (0, "done")

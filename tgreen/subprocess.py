@@ -214,10 +214,10 @@ class Popen(_StdPopen):
         # fd -> stream; the stdin entry is removed once input is done.
         wfd = self.stdin.fileno() if writing else -1
         rfds = {f.fileno(): f for f in readers}
-        for f in readers:
-            gos.make_nonblocking(f.fileno())
-        if writing:
-            gos.make_nonblocking(wfd)
+        # Our pipes are non-blocking, except one also handed to another
+        # child (tgreen.fileobject rule 1): that one must stay blocking, and
+        # is only read or written after polling ready.
+        blocking = {fd for fd in (*rfds, wfd) if fd >= 0 and os.get_blocking(fd)}
         input_view = memoryview(self._input).cast("B") if writing else None
         waiter: Waiter | None = None
 
@@ -233,10 +233,12 @@ class Popen(_StdPopen):
                 handles.append(hub.add_listener(wfd, 2, on_event))
             while rfds or writing:
                 if writing:
-                    self._feed(wfd, input_view)
+                    self._feed(wfd, input_view, wfd in blocking)
                     writing = not self.stdin.closed
                 for fd, f in list(rfds.items()):
                     while True:
+                        if fd in blocking and not gos._poll_now(fd, gos._POLLIN):
+                            break
                         try:
                             data = gos._read(fd, _READ_CHUNK)
                         except BlockingIOError:
@@ -264,14 +266,17 @@ class Popen(_StdPopen):
             for h in handles:
                 hub.remove_listener(h)
 
-    def _feed(self, wfd: int, input_view: Any) -> bool:
+    def _feed(self, wfd: int, input_view: Any, blocking: bool = False) -> bool:
         """Write as much pending input as stdin takes now; close stdin when
         done or when the child stopped reading. True if anything happened."""
         total = len(input_view)
         wrote = False
         while self._input_offset < total:
+            if blocking and not gos._poll_now(wfd, gos._POLLOUT):
+                return wrote
+            end = self._input_offset + _PIPE_BUF if blocking else total
             try:
-                n = gos._write(wfd, input_view[self._input_offset:])
+                n = gos._write(wfd, input_view[self._input_offset:end])
             except BlockingIOError:
                 return wrote
             except BrokenPipeError:
