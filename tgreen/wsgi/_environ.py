@@ -81,7 +81,9 @@ def build(server: Any, conn: Any, req: Any) -> dict:
     env = conn.environ.copy()
     url = req.url
     raw = url.decode("latin-1")
-    if url[:1] == b"/" and b"%" not in url and b"#" not in url:
+    # (int membership: ``37 in url`` is a memchr; ``b"%" in url`` costs far
+    # more in CPython, it goes through the buffer protocol)
+    if url[:1] == b"/" and 37 not in url and 35 not in url:  # no "%", no "#"
         path_info, _, query = raw.partition("?")
     else:
         path_info, query = _split_target(url)
@@ -117,7 +119,7 @@ def _split_target(url: bytes) -> tuple[str, str]:
         url = _origin_form(url)
     url = url.partition(b"#")[0]
     path, _, query = url.partition(b"?")
-    if b"%" in path:
+    if 37 in path:  # "%"
         path = unquote_to_bytes(path)
     return path.decode("latin-1"), query.decode("latin-1")
 
