@@ -278,3 +278,12 @@ def test_client_disconnect_while_the_app_reads_the_body():
         assert done.wait(5)
         assert errors == ["ClientDisconnected"]
         assert not srv.log.errors()  # a client leaving is not a server error
+
+
+def test_expect_100_continue_is_ignored_on_http10():
+    with ServerThread(echo_app) as srv:
+        s = srv.connect()
+        s.sendall(b"POST / HTTP/1.0\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\nhello")
+        raw = recv_all(s)
+        assert raw.startswith(b"HTTP/1.1 200 OK") and b"100 Continue" not in raw
+        assert raw.endswith(b"hello")

@@ -407,3 +407,30 @@ def test_file_wrapper_really_calls_loop_sendfile(tmp_path):
         srv.call(spy)
         assert requests.get(srv.url).content == b"s" * 100_000
         assert calls == [(0, 100_000)]
+
+
+def test_app_connection_close_header_closes_after_the_response():
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"bye"]
+
+    def closing_app(environ, start_response):
+        def sr(status, headers, exc_info=None):
+            return start_response(status, headers + [("Connection", "close")], exc_info)
+        return app(environ, sr)
+
+    with ServerThread(closing_app, validate=False) as srv:
+        s = srv.connect()
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        raw = recv_all(s)
+        assert raw.count(b"Connection: close") == 1 and raw.endswith(b"bye")
+
+
+def test_non_latin1_header_value_is_a_500_not_a_crash():
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain"), ("X-Name", "\u2603")])
+        return [b"x"]
+
+    with ServerThread(app, validate=False) as srv:
+        assert requests.get(srv.url).status_code == 500
+        assert requests.get(srv.url).status_code == 500  # and the server still answers

@@ -359,9 +359,11 @@ class HttpProtocol(asyncio.Protocol):
             self._check_headers(r, self._header_bytes)
         self._header_bytes = 0
         version = p.get_http_version()
-        if version != "1.1" and version != "1.0":
-            raise HTTPError(505)
-        r.version = version
+        if version != "1.1":
+            if version != "1.0":
+                raise HTTPError(505)
+            r.version = version
+            r.expect = False  # RFC 9110 10.1.1: ignored in an HTTP/1.0 request
         m = p.get_method()
         method = _METHODS.get(m)
         r.method = method if method is not None else m.decode("ascii")
