@@ -110,6 +110,7 @@ def poll() -> "_Poll":
     p = object.__new__(_Poll)
     p._poll = _poll()
     p._fds = {}
+    p._polling = False
     return p
 
 
@@ -117,7 +118,7 @@ class _Poll:
     """The object ``poll()`` returns; like CPython's, it cannot be
     instantiated directly."""
 
-    __slots__ = ("_poll", "_fds")
+    __slots__ = ("_poll", "_fds", "_polling")
     _poll: Any
     _fds: dict[int, int]
 
@@ -143,6 +144,8 @@ class _Poll:
             ms = _std_poll_timeout(timeout)
         else:
             ms = -1
+        if self._polling:
+            raise RuntimeError("concurrent poll() invocation")
         result = self._poll.poll(0)
         if result or ms == 0:
             if result and ms != 0:
@@ -153,7 +156,11 @@ class _Poll:
             return self._poll.poll(ms)
         rfds = [fd for fd, m in self._fds.items() if m & (POLLIN | POLLPRI)]  # noqa: F821
         wfds = [fd for fd, m in self._fds.items() if m & POLLOUT]  # noqa: F821
-        _wait_fds(hub, rfds, wfds, None if ms < 0 else ms / 1000.0)
+        self._polling = True
+        try:
+            _wait_fds(hub, rfds, wfds, None if ms < 0 else ms / 1000.0)
+        finally:
+            self._polling = False
         return self._poll.poll(0)
 
 
@@ -164,6 +171,8 @@ def _std_poll_timeout(timeout: Any) -> int:
 
         if math.isnan(timeout):
             raise ValueError("Invalid value NaN (not a number)")
+        if timeout < 0:
+            return -1  # CPython keeps any negative timeout negative: forever
         ms = math.ceil(timeout)
     else:
         ms = timeout.__index__() if not isinstance(timeout, int) else timeout
