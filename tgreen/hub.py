@@ -627,6 +627,9 @@ def use_uvloop() -> None:
 def _reset_after_fork() -> None:
     """In a forked child the parent's loops are unusable; start fresh."""
     global _hubs_by_loop
+    from ._fork import abandon_parent_loop
+
+    abandon_parent_loop()
     _local.__dict__.clear()
     _hubs_by_loop = {}
 
