@@ -239,6 +239,28 @@ def test_worker_holds_no_more_fds_after_10000_requests(tmp_path):
         assert fds() == before
 
 
+def _free_port_run(n: int) -> int:
+    """A base port with base+1..base+n free, below the ephemeral range (where
+    client connections would take them meanwhile)."""
+    import random
+
+    for _ in range(200):
+        base = random.randrange(20000, 30000)
+        socks = []
+        try:
+            for i in range(1, n + 1):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", base + i))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free port run")
+
+
 def _swallow(fn, *args):
     try:
         fn(*args, timeout=40)
@@ -251,10 +273,8 @@ def test_tornado_app_beside_the_wsgi_app_from_a_postfork_hook(tmp_path, workers)
     """The seed's pattern: the module defines a WSGI app and a Tornado
     Application that a postfork hook makes listen on BASE + worker_id, all on
     the worker's one loop; the module never starts the IOLoop itself."""
-    from _serve_helpers import free_port
-
     example = os.path.join(os.path.dirname(__file__), "..", "examples", "wsgi_tornado.py")
-    base = free_port() + 100
+    base = _free_port_run(int(workers))
     with Serve(example, "--workers", workers, env={"TORNADO_PORT_BASE": str(base)}) as srv:
         assert requests.get(srv.url + "/").status_code == 200
         for wid in range(1, int(workers) + 1):
