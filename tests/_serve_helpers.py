@@ -61,7 +61,7 @@ class Serve:
         self.proc: subprocess.Popen | None = None
         self.log_path = None
 
-    def __enter__(self) -> "Serve":
+    def __enter__(self) -> Serve:
         import tempfile
 
         fd, self.log_path = tempfile.mkstemp(prefix="tgreen-serve-", suffix=".log")

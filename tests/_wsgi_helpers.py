@@ -15,7 +15,8 @@ import socket
 import threading
 import time
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from wsgiref.validate import WSGIWarning, validator
 
 import tgreen.loop
@@ -67,7 +68,7 @@ class ServerThread:
             asyncio.set_event_loop(loop)
             self.server = WSGIServer(self.listener, self.app, **self.options)
             self.server.start()
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             self._error = e
             self._ready.set()
             return
@@ -77,7 +78,7 @@ class ServerThread:
         finally:
             loop.close()
 
-    def __enter__(self) -> "ServerThread":
+    def __enter__(self) -> ServerThread:
         logging.getLogger("tgreen.wsgi").addHandler(self.log)
         logging.getLogger("tgreen.wsgi").setLevel(logging.DEBUG)
         self.thread.start()
@@ -106,7 +107,7 @@ class ServerThread:
         def run() -> None:
             try:
                 box.append((True, fn()))
-            except BaseException as e:  # noqa: BLE001
+            except BaseException as e:
                 box.append((False, e))
             done.set()
 
@@ -187,7 +188,7 @@ def recv_all(sock: socket.socket, timeout: float = 5) -> bytes:
     while time.monotonic() < end:
         try:
             data = sock.recv(65536)
-        except socket.timeout:
+        except TimeoutError:
             break
         except ConnectionResetError:
             chunks.append(b"<RESET>")
@@ -208,7 +209,7 @@ def is_closed(sock: socket.socket, timeout: float = 2) -> bool:
                 return True
     except ConnectionResetError:
         return True
-    except socket.timeout:
+    except TimeoutError:
         return False
 
 

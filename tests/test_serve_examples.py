@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from _serve_helpers import ROOT, Serve, free_port
 
 EXAMPLES = ROOT / "examples"

@@ -4,7 +4,6 @@ upstream, chunked uploads streamed, responses streamed."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -13,7 +12,6 @@ import time
 
 import pytest
 import requests
-
 from _serve_helpers import Serve, free_port, write_app
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
@@ -166,5 +164,6 @@ def test_many_concurrent_requests_through_nginx(stack):
 
     url, _ = stack
     with concurrent.futures.ThreadPoolExecutor(20) as ex:
-        codes = list(ex.map(lambda i: requests.post(url + f"/c{i}", data=b"x" * i).json()["body"], range(200)))
+        codes = list(ex.map(lambda i: requests.post(f"{url}/c{i}", data=b"x" * i).json()["body"],
+                            range(200)))
     assert codes == list(range(200))

@@ -13,7 +13,6 @@ import time
 
 import pytest
 import requests
-
 from _serve_helpers import Serve, write_app
 
 WORKER_APP = textwrap.dedent("""

@@ -11,9 +11,9 @@ import time
 
 import pytest
 import requests
+from _wsgi_helpers import ResponseReader, ServerThread, hello_app, read_response
 
 import tgreen
-from _wsgi_helpers import ResponseReader, ServerThread, hello_app, read_response
 
 pytestmark = pytest.mark.filterwarnings("error::wsgiref.validate.WSGIWarning")
 
@@ -117,7 +117,7 @@ def test_a_cpu_bound_stream_does_not_starve_other_requests():
 
     with ServerThread(app) as srv:
         def stream():
-            requests.get(srv.url + "/stream").content
+            assert len(requests.get(srv.url + "/stream").content) == 400 * 512
             stream_done.set()
 
         t = threading.Thread(target=stream)

@@ -9,7 +9,6 @@ import tempfile
 
 import pytest
 import requests
-
 from _wsgi_helpers import ServerThread, read_response
 
 pytestmark = pytest.mark.filterwarnings("error::wsgiref.validate.WSGIWarning")
@@ -112,7 +111,7 @@ def test_conflicting_scheme_headers_are_a_400():
 
 def test_unix_socket_listener():
     path = os.path.join(tempfile.mkdtemp(), "s.sock")
-    with ServerThread(env_app, listener=f"unix:{path}") as srv:
+    with ServerThread(env_app, listener=f"unix:{path}"):
         s = socket.socket(socket.AF_UNIX)
         s.connect(path)
         s.sendall(b"GET /u HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 198.51.100.1\r\n\r\n")

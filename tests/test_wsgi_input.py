@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import threading
 import time
 
 import pytest
 import requests
+from _wsgi_helpers import ResponseReader, ServerThread, is_closed, read_response, recv_all
 
 pytestmark = pytest.mark.filterwarnings("error::wsgiref.validate.WSGIWarning")
-
-from _wsgi_helpers import ResponseReader, ServerThread, is_closed, read_response, recv_all
 
 
 def read_all(inp):
@@ -139,7 +137,7 @@ def test_slow_reading_app_pauses_the_socket():
         try:
             while sent < len(body):
                 sent += s.send(body[sent:sent + 65536])
-        except (socket.timeout, BlockingIOError):
+        except (TimeoutError, BlockingIOError):
             pass
         assert sent < len(body)  # the server stopped reading
         release.set()
@@ -162,7 +160,7 @@ def test_expect_100_continue_is_sent_lazily_on_first_read():
         s.settimeout(0.1)
         try:
             early = s.recv(100)
-        except socket.timeout:
+        except TimeoutError:
             early = b""
         assert early == b""
         s.settimeout(5)

@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from _wsgi_helpers import ResponseReader, ServerThread, hello_app, is_closed, read_response, recv_all
 
 pytestmark = pytest.mark.filterwarnings(
@@ -107,7 +106,8 @@ def echo_app(environ, start_response):
         "method": environ["REQUEST_METHOD"],
         "target": environ["RAW_URI"],
         "protocol": environ["SERVER_PROTOCOL"],
-        "env": {k: v for k, v in environ.items() if k.startswith("HTTP_") or k in ("CONTENT_TYPE", "CONTENT_LENGTH")},
+        "env": {k: v for k, v in environ.items()
+                if k.startswith("HTTP_") or k in ("CONTENT_TYPE", "CONTENT_LENGTH")},
         "body": base64.b64encode(body).decode(),
     }
     data = json.dumps(out).encode()

@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import http.client
 import os
-import socket
 import sys
 import threading
 import time
 
 import pytest
 import requests
-
-pytestmark = pytest.mark.filterwarnings("error::wsgiref.validate.WSGIWarning")
+from _wsgi_helpers import ResponseReader, ServerThread, hello_app, is_closed, read_response, recv_all
 
 import tgreen
-from _wsgi_helpers import ResponseReader, ServerThread, hello_app, is_closed, read_response, recv_all
+
+pytestmark = pytest.mark.filterwarnings("error::wsgiref.validate.WSGIWarning")
 
 
 def test_hello_world_keeps_the_connection_alive():

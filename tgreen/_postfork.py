@@ -20,7 +20,8 @@ respawned worker keeps the id of the one it replaces) and 0 outside them.
 
 from __future__ import annotations
 
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 __all__ = ["postfork", "worker_id", "run_postfork_hooks"]
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Any, NoReturn, Sequence
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from .wsgi._loader import AppLoadError, check_spec
 from .wsgi.config import OPTIONS, Config, ConfigError

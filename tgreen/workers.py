@@ -134,7 +134,7 @@ class Master:
                                     self._child_mask)
             except SystemExit as e:
                 code = e.code if isinstance(e.code, int) else 1
-            except BaseException:  # noqa: BLE001
+            except BaseException:
                 traceback.print_exc()
             finally:
                 _flush_logs()
@@ -256,7 +256,7 @@ def _worker_main(wid: int, master_pid: int, sockets: list, cfg: Config, app_spec
     except AppLoadError as e:
         sys.stderr.write(f"tgreen-serve: worker {wid}: {e}\n")
         return BOOT_ERROR
-    except BaseException:  # noqa: BLE001
+    except BaseException:
         sys.stderr.write(f"tgreen-serve: worker {wid}: cannot load {app_spec}:\n")
         traceback.print_exc()
         return BOOT_ERROR
@@ -333,7 +333,7 @@ def _flush_logs() -> None:
     for h in logging.getLogger().handlers + logging.getLogger("tgreen.access").handlers:
         try:
             h.flush()
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
 
 

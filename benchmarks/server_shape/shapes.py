@@ -261,7 +261,7 @@ def serve_raw_own_accept(port, sync_transport):
             if sync_transport:
                 loop._make_socket_transport(conn, proto, extra={"peername": addr})
             else:
-                loop.create_task(loop.connect_accepted_socket(lambda: proto, conn))
+                loop.create_task(loop.connect_accepted_socket(lambda p=proto: p, conn))
 
     loop.add_reader(lsock.fileno(), on_accept)
     loop.run_forever()

@@ -30,7 +30,8 @@ from __future__ import annotations
 import collections
 import logging
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import tornado.httputil
 import tornado.wsgi
@@ -72,7 +73,7 @@ class WSGIContainer(tornado.wsgi.WSGIContainer):
             while request is not None:
                 try:
                     self._serve(request)
-                except Exception as e:  # noqa: BLE001
+                except Exception as e:
                     log.error("tgreen: WSGIContainer failed on %s %s", request.method, request.uri,
                               exc_info=e)
                 request = self.waiting.popleft() if self.waiting else None
@@ -160,7 +161,7 @@ class WSGIContainer(tornado.wsgi.WSGIContainer):
             conn.finish()
         except StreamClosedError:
             pass  # the client went away
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             log.error("error handling %s %s", request.method, request.uri, exc_info=e)
             if not state["sent"]:
                 state["status"], state["headers"] = "500 Internal Server Error", [
@@ -176,7 +177,7 @@ class WSGIContainer(tornado.wsgi.WSGIContainer):
             if result is not None and hasattr(result, "close"):
                 try:
                     result.close()
-                except Exception as e:  # noqa: BLE001
+                except Exception as e:
                     log.error("error in the close() of %r", result, exc_info=e)
         if state["status"] is not None:
             self._log(int(state["status"][:3]), request)

@@ -94,7 +94,7 @@ class Cores:
                     again = conn._serve()
                 except GreenletExit:
                     raise
-                except BaseException as e:  # noqa: BLE001 - a server bug; keep the core alive
+                except BaseException as e:
                     log.critical("tgreen.wsgi: internal error serving %r", conn, exc_info=e)
                     conn.abort()
                     again = False
@@ -132,5 +132,5 @@ class Cores:
             if not g.dead:
                 try:
                     g.throw(GreenletExit)
-                except BaseException:  # noqa: BLE001
+                except BaseException:
                     pass

@@ -24,9 +24,10 @@ Rules of this file:
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
-from ..hub import Waiter, _TIMEDOUT
+from ..hub import _TIMEDOUT, Waiter
 
 __all__ = ["Input", "ClientDisconnected", "RequestError", "HIGH_WATER", "LOW_WATER"]
 

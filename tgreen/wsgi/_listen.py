@@ -31,7 +31,8 @@ import asyncio
 import errno
 import os
 import stat
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .. import _originals
 
@@ -166,7 +167,7 @@ class SelectorAcceptor:
             extra = {"peername": addr if not self._unix else ""}
             try:
                 loop._make_socket_transport(conn, protocol, extra=extra)  # type: ignore[attr-defined]
-            except BaseException as e:  # noqa: BLE001
+            except BaseException as e:
                 conn.close()
                 self.on_error(e)
 
@@ -223,7 +224,7 @@ class ServerAcceptor:
         except StopIteration as stop:
             self._started(stop.value)
             return
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             dup.close()
             self.on_error(e)
             return
@@ -231,7 +232,7 @@ class ServerAcceptor:
         task = asyncio.ensure_future(_Resume(coro, first), loop=self.loop)
         task.add_done_callback(self._task_done)
 
-    def _task_done(self, task: "asyncio.Future") -> None:
+    def _task_done(self, task: asyncio.Future) -> None:
         self._starting = False
         if task.cancelled():
             return
@@ -276,7 +277,7 @@ class ServerAcceptor:
             task = asyncio.ensure_future(coro, loop=self.loop)
             task.add_done_callback(self._accepted)
 
-    def _accepted(self, task: "asyncio.Future") -> None:
+    def _accepted(self, task: asyncio.Future) -> None:
         if not task.cancelled() and task.exception() is not None:
             self.on_error(task.exception())
 
@@ -299,7 +300,7 @@ class _Resume:
         while True:
             try:
                 sent = yield value
-            except BaseException as e:  # noqa: BLE001
+            except BaseException as e:
                 try:
                     value = coro.throw(e)
                 except StopIteration as stop:

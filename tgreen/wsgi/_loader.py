@@ -19,7 +19,8 @@ import importlib
 import importlib.util
 import os
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 __all__ = ["load_app", "check_spec", "AppLoadError"]
 

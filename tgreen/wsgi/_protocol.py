@@ -461,7 +461,7 @@ class HttpProtocol(asyncio.Protocol):
         """Block the core until the transport's buffer drains below its low
         mark (``resume_writing``); ClientDisconnected if the client is gone
         or does not read for ``write_timeout``."""
-        from ..hub import Waiter, _TIMEDOUT
+        from ..hub import _TIMEDOUT, Waiter
 
         while self._write_paused and not self.closed:
             w = self._drain_waiter = Waiter(self.hub)

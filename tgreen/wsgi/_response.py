@@ -39,7 +39,8 @@ import logging
 import os
 import stat
 import time
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from greenlet import GreenletExit, getcurrent
 
@@ -82,7 +83,7 @@ class FileWrapper:
         if hasattr(filelike, "close"):
             self.close = filelike.close
 
-    def __iter__(self) -> "FileWrapper":
+    def __iter__(self) -> FileWrapper:
         return self
 
     def __next__(self) -> bytes:
@@ -432,13 +433,13 @@ def run_request(server: Any, conn: Any, req: Any) -> bool:
         raise
     except HTTPError as e:
         _fail(resp, conn, e.status, None)
-    except Exception as e:  # noqa: BLE001 - an app bug must not kill the server
+    except Exception as e:
         _fail(resp, conn, 500, e)
     finally:
         if result is not None and hasattr(result, "close"):
             try:
                 result.close()
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 log.error("error in the close() of %r", result, exc_info=e)
     if server.access_log is not None:
         return _logged(server, conn, req, resp, env)

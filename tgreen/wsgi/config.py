@@ -18,8 +18,9 @@ fails its parser is refused with one line that names the option.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 __all__ = ["Option", "OPTIONS", "Config", "parse_bind"]
 
@@ -266,7 +267,7 @@ class Config:
         if bool(self.certfile) != bool(self.keyfile):
             raise ConfigError("tgreen: certfile and keyfile go together")
 
-    def replace(self, **values: Any) -> "Config":
+    def replace(self, **values: Any) -> Config:
         merged = {o.name: getattr(self, o.name) for o in OPTIONS}
         merged.update(values)
         return Config(**merged)

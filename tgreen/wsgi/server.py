@@ -25,8 +25,9 @@ import ipaddress
 import logging
 import sys
 import time
+from collections.abc import Callable
 from email.utils import formatdate
-from typing import Any, Callable
+from typing import Any
 
 import greenlet
 
@@ -247,7 +248,7 @@ class WSGIServer:
         for conn in expired:
             try:
                 conn.on_deadline()
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 log.error("tgreen: error timing out %r", conn, exc_info=e)
 
     def _update_date(self, now: float) -> None:
