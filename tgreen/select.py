@@ -15,6 +15,7 @@ defines them. ::
 from __future__ import annotations
 
 import operator as _operator
+from time import monotonic as _monotonic
 from typing import Any, Iterable
 
 from . import _originals
@@ -55,6 +56,32 @@ def _yield_when_ready() -> None:
         sleep(0)
     except BlockingFromHubError:
         pass
+
+
+def _wait_until_ready(hub: Any, rfds: list, wfds: list, timeout: float | None,
+                      check: Any) -> Any:
+    """Wait on the hub until ``check()`` (a zero-timeout OS poll) reports
+    something or ``timeout`` passes; return its last answer.
+
+    A wake-up can be stale: the loop may deliver a readiness event it
+    collected before another greenlet, run earlier in the same loop turn,
+    drained the fd. So the answer is re-checked and the wait resumed for
+    the time that is left, never returned empty early."""
+    deadline = None if timeout is None else _monotonic() + timeout
+    while True:
+        remaining = None if deadline is None else deadline - _monotonic()
+        if remaining is not None and remaining <= 0:
+            return check()
+        _wait_fds(hub, rfds, wfds, remaining)
+        result = check()
+        if _any(result):
+            return result
+
+
+def _any(result: Any) -> bool:
+    if isinstance(result, tuple):  # select()'s (r, w, x)
+        return bool(result[0] or result[1] or result[2])
+    return bool(result)
 
 
 def _wait_fds(hub: Any, rfds: Iterable[int], wfds: Iterable[int], timeout: float | None) -> None:
@@ -101,8 +128,8 @@ def select(rlist: Any, wlist: Any, xlist: Any, timeout: float | None = None) -> 
         return _select(rlist, wlist, xlist, timeout)
     rfds = [_fileno(o) for o in rlist]
     wfds = [_fileno(o) for o in wlist]
-    _wait_fds(hub, rfds, wfds, timeout)
-    return _select(rlist, wlist, xlist, 0)
+    return _wait_until_ready(hub, rfds, wfds, timeout,
+                             lambda: _select(rlist, wlist, xlist, 0))
 
 
 def poll() -> "_Poll":
@@ -158,10 +185,10 @@ class _Poll:
         wfds = [fd for fd, m in self._fds.items() if m & POLLOUT]  # noqa: F821
         self._polling = True
         try:
-            _wait_fds(hub, rfds, wfds, None if ms < 0 else ms / 1000.0)
+            return _wait_until_ready(hub, rfds, wfds, None if ms < 0 else ms / 1000.0,
+                                     lambda: self._poll.poll(0))
         finally:
             self._polling = False
-        return self._poll.poll(0)
 
 
 def _std_poll_timeout(timeout: Any) -> int:
@@ -239,8 +266,8 @@ if _epoll is not None:
             if hub is None:
                 return self._ep.poll(timeout, maxevents)
             # An epoll fd is readable when it has events to report.
-            _wait_fds(hub, [self._ep.fileno()], [], secs)
-            return self._ep.poll(0, maxevents)
+            return _wait_until_ready(hub, [self._ep.fileno()], [], secs,
+                                     lambda: self._ep.poll(0, maxevents))
 
         def __enter__(self) -> "epoll":
             if self._ep.closed:
