@@ -33,7 +33,9 @@ from time import monotonic as _monotonic
 from . import _originals
 from . import dns as _dns
 from . import selectors as _green_selectors
-from .hub import current_hub_if_any as _current_hub, peek_hub as _peek_hub
+from ._rebind import rebind as _rebind_to
+from .hub import current_hub_if_any as _current_hub
+from .hub import peek_hub as _peek_hub
 
 __all__ = list(__socket__.__all__)
 
@@ -57,12 +59,7 @@ _EINPROGRESS_LIKE = (_errno.EINPROGRESS, _errno.EAGAIN, _errno.EWOULDBLOCK, _err
 
 def _rebind(func: _types.FunctionType) -> _types.FunctionType:
     """The stdlib function ``func`` with this module's globals."""
-    f = _types.FunctionType(func.__code__, globals(), func.__name__, func.__defaults__, func.__closure__)
-    f.__kwdefaults__ = func.__kwdefaults__
-    f.__doc__ = func.__doc__
-    f.__qualname__ = func.__qualname__
-    f.__module__ = __name__
-    return f
+    return _rebind_to(func, globals(), __name__)
 
 
 def _wait(sock: "socket", reading: bool, deadline: float | None) -> bool:

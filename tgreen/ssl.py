@@ -107,15 +107,7 @@ socket = _gsocket.socket
 create_connection = _gsocket.create_connection
 
 
-def _rebind(func: _types.FunctionType, globals_: dict, module: str) -> _types.FunctionType:
-    """``func`` with another globals dict (same code, defaults, closure)."""
-    f = _types.FunctionType(func.__code__, globals_, func.__name__, func.__defaults__, func.__closure__)
-    f.__kwdefaults__ = func.__kwdefaults__
-    f.__doc__ = func.__doc__
-    f.__qualname__ = func.__qualname__
-    f.__module__ = module
-    f.__dict__.update(func.__dict__)
-    return f
+from ._rebind import rebind as _rebind  # noqa: E402
 
 
 def _retry(sock: SSLSocket, fn: Callable[..., Any], args: tuple, what: str | None,

@@ -43,11 +43,11 @@ from __future__ import annotations
 import functools
 import io as _io
 import os
-import types
 from typing import Any
 
 from . import _originals
 from . import os as gos
+from ._rebind import rebind as _rebind_to
 from .fileobject import GreenFileIO, for_fd, open_fd
 from .hub import Waiter, current_hub_if_any
 from .sleep import sleep as _green_sleep
@@ -79,13 +79,7 @@ class _GreenIO:
 
 def _rebind(func: Any, namespace: dict, qualname: str | None = None) -> Any:
     """``func`` with its global names looked up in ``namespace``."""
-    new = types.FunctionType(func.__code__, namespace, func.__name__,
-                             func.__defaults__, func.__closure__)
-    new.__kwdefaults__ = func.__kwdefaults__
-    new.__doc__ = func.__doc__
-    new.__qualname__ = qualname or func.__qualname__
-    new.__module__ = __name__
-    return new
+    return _rebind_to(func, namespace, __name__, qualname)
 
 
 _init_namespace = dict(_std.__dict__)
