@@ -147,3 +147,46 @@ def test_works_on_uvloop_with_a_heartbeat():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=30)
     assert out.stdout.strip() == "ok", out.stdout + out.stderr
+
+
+def test_tgreen_serve_block_warning_ms_logs_the_blocking_app_frame(tmp_path):
+    import os
+    import signal
+    import socket as stdsocket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    app = tmp_path / "blockapp.py"
+    app.write_text(
+        "import tgreen.monkey\n"
+        "sleep = tgreen.monkey.get_original('time', 'sleep')\n"
+        "def hold_the_loop_for_a_while():\n"
+        "    sleep(0.4)\n"
+        "def application(environ, start_response):\n"
+        "    hold_the_loop_for_a_while()\n"
+        "    start_response('200 OK', [('Content-Length', '2')])\n"
+        "    return [b'ok']\n")
+    s = stdsocket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    proc = subprocess.Popen([sys.executable, "-m", "tgreen.serve", str(app), "--bind", f"127.0.0.1:{port}",
+                             "--block-warning-ms", "100"], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        assert body == b"ok"
+        time.sleep(0.3)
+    finally:
+        os.kill(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+    assert "hold_the_loop_for_a_while" in err and "tgreen.monitor" in err, err

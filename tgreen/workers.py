@@ -253,6 +253,11 @@ def _worker_main(wid: int, master_pid: int, sockets: list, cfg: Config, app_spec
         app = load_app(app_spec)
         _postfork.run_postfork_hooks()
         server = WSGIServer(sockets, app, config=cfg)
+        if cfg.block_warning_ms:
+            from . import monitor
+            from .hub import get_hub
+
+            monitor.start(cfg.block_warning_ms, hub=get_hub())
     except AppLoadError as e:
         sys.stderr.write(f"tgreen-serve: worker {wid}: {e}\n")
         return BOOT_ERROR

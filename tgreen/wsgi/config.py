@@ -244,6 +244,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("log_level", "info", _choice("debug", "info", "warning", "error", "critical"),
            "Error log level: debug, info, warning, error, critical. Default info.", metavar="LEVEL",
            group="logging"),
+    Option("block_warning_ms", 0, _int(0),
+           "Blocking detector: log the stack of whatever holds a worker's loop longer than this "
+           "many milliseconds (tgreen.monitor). 0: off (default).", metavar="MS", group="logging"),
 )
 
 _BY_NAME = {o.name: o for o in OPTIONS}
