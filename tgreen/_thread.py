@@ -680,6 +680,15 @@ def _clear_locals(g: Any) -> None:
             impl.dicts.pop(id(g), None)
 
 
+def _greenlet_dict(local: Any, impl: Any) -> dict:
+    """The current greenlet's attribute dict of ``local`` (made on first use)."""
+    g = getcurrent()
+    entry = impl.dicts.get(id(g))
+    if entry is not None and entry[0]() is g:
+        return entry[1]
+    return _new_greenlet_dict(local, impl, g)
+
+
 def _new_greenlet_dict(self: Any, impl: _LocalImpl, g: Any) -> dict:
     d = impl.create_dict(g)
     init = impl.info.init
@@ -714,12 +723,7 @@ class _local:
 
     def __getattribute__(self, name: str) -> Any:
         impl = _oga(self, "_local__impl")
-        g = getcurrent()
-        entry = impl.dicts.get(id(g))
-        if entry is not None and entry[0]() is g:
-            d = entry[1]
-        else:
-            d = _new_greenlet_dict(self, impl, g)
+        d = _greenlet_dict(self, impl)
         if name == "__dict__":
             return d
         info = impl.info
@@ -742,12 +746,7 @@ class _local:
         if name == "__dict__":
             raise AttributeError(f"'{type(self).__name__}' object attribute '__dict__' is read-only")
         impl = _oga(self, "_local__impl")
-        g = getcurrent()
-        entry = impl.dicts.get(id(g))
-        if entry is not None and entry[0]() is g:
-            d = entry[1]
-        else:
-            d = _new_greenlet_dict(self, impl, g)
+        d = _greenlet_dict(self, impl)
         attr = impl.info.data.get(name, _MISSING)
         if attr is not _MISSING and hasattr(type(attr), "__set__"):
             attr.__set__(self, value)
@@ -758,12 +757,7 @@ class _local:
         if name == "__dict__":
             raise AttributeError(f"'{type(self).__name__}' object attribute '__dict__' is read-only")
         impl = _oga(self, "_local__impl")
-        g = getcurrent()
-        entry = impl.dicts.get(id(g))
-        if entry is not None and entry[0]() is g:
-            d = entry[1]
-        else:
-            d = _new_greenlet_dict(self, impl, g)
+        d = _greenlet_dict(self, impl)
         attr = impl.info.data.get(name, _MISSING)
         if attr is not _MISSING and hasattr(type(attr), "__delete__"):
             attr.__delete__(self)

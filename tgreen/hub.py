@@ -400,10 +400,24 @@ class Hub:
         w, token = handle
         if w.listeners and token in w.listeners:
             w.listeners.remove(token)
+        # Unlike a green socket, a select()ed fd may be closed behind our
+        # back (os.close, C libraries); a registration kept for it would
+        # silently blind the loop to the next fd with the same number.
+        self._forget_if_idle(w)
+
+    def forget(self, fd: int) -> None:
+        """Drop ``fd``'s loop registration unless a greenlet waits on it.
+
+        For fds tgreen does not close itself (``os.close``, C libraries such
+        as libpq): call it before waiting on such an fd and after, so a
+        registration kept for a closed fd cannot hide the next fd that gets
+        the same number."""
+        w = self._watches.get(fd)
+        if w is not None:
+            self._forget_if_idle(w)
+
+    def _forget_if_idle(self, w: _Watch) -> None:
         if not w.listeners and w.reader is None and w.writer is None:
-            # Unlike a green socket, a select()ed fd may be closed behind our
-            # back (os.close, C libraries); a registration kept for it would
-            # silently blind the loop to the next fd with the same number.
             self._unregister(w)
 
     def _unregister(self, w: _Watch) -> None:
@@ -434,11 +448,7 @@ class Hub:
         w = self._watches.pop(fd, None)
         if w is None:
             return
-        if w.rreg:
-            self.loop.remove_reader(fd)
-        if w.wreg:
-            self.loop.remove_writer(fd)
-        w.rreg = w.wreg = False
+        self._unregister(w)
         waiters = [g for g in (w.reader, w.writer) if g is not None]
         w.reader = w.writer = None
         for g in waiters:

@@ -151,20 +151,8 @@ def wait_fd(fd: int, write: bool = False, hub: Any = None, keep: bool = False) -
 
 
 def _forget_idle(hub: Any, fd: int) -> None:
-    """Drop ``fd``'s loop registration if no greenlet is waiting on it.
-
-    Reaches into the hub's ``_Watch`` records; see the note in the report to
-    the core (a public ``Hub.forget(fd)`` would replace this)."""
-    w = hub._watches.get(fd)
-    if w is None or w.reader is not None or w.writer is not None or w.listeners:
-        return
-    if w.rreg:
-        w.rreg = False
-        hub.loop.remove_reader(fd)
-    if w.wreg:
-        w.wreg = False
-        hub.loop.remove_writer(fd)
-    hub._maybe_forget(w)
+    """Drop ``fd``'s loop registration if no greenlet waits on it."""
+    hub.forget(fd)
 
 
 # -- reads and writes ----------------------------------------------------------------

@@ -84,8 +84,7 @@ _plain_waits: dict = {}
 
 def _forget(hub: Hub, fd: int) -> None:
     """Drop any loop registration on ``fd`` (rule 2)."""
-    if fd in hub._watches:
-        hub.notify_close(fd)
+    hub.forget(fd)
 
 
 # -- psycopg2 -------------------------------------------------------------------------
