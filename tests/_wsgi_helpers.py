@@ -13,6 +13,7 @@ import http.client
 import logging
 import socket
 import threading
+import os
 import time
 import warnings
 from collections.abc import Callable
@@ -44,11 +45,13 @@ class LogCapture(logging.Handler):
 class ServerThread:
     """A WSGIServer on a fresh loop in a background thread."""
 
-    def __init__(self, app: Callable, validate: bool = True, loop_kind: str = "asyncio",
+    def __init__(self, app: Callable, validate: bool = True, loop_kind: str | None = None,
                  listener: Any = ("127.0.0.1", 0), **options: Any) -> None:
         self.app = validator(app) if validate else app
         self.options = options
-        self.loop_kind = loop_kind
+        # TGREEN_TEST_SERVER_LOOP=uvloop runs every server test on uvloop
+        # (.ci/run does both).
+        self.loop_kind = loop_kind or os.environ.get("TGREEN_TEST_SERVER_LOOP", "asyncio")
         self.listener = listener
         self.server: WSGIServer | None = None
         self.loop: asyncio.AbstractEventLoop | None = None

@@ -386,9 +386,15 @@ def test_a_client_that_stops_reading_is_dropped_after_write_timeout():
         assert not srv.log.errors()
 
 
-def test_file_wrapper_really_calls_loop_sendfile(tmp_path):
+def test_file_wrapper_really_uses_sendfile(tmp_path):
+    """A regular file goes out through the transport's os.sendfile, in
+    one call for the whole file, also when it is far bigger than the socket
+    buffer (the transport waits for writability between sendfile calls)."""
+    from tgreen.wsgi._transport import SocketTransport
+
+    data = bytes(range(256)) * (4 * 4096)   # 4 MiB
     path = tmp_path / "f.bin"
-    path.write_bytes(b"s" * 100_000)
+    path.write_bytes(data)
     calls = []
 
     def app(environ, start_response):
@@ -397,15 +403,28 @@ def test_file_wrapper_really_calls_loop_sendfile(tmp_path):
 
     with ServerThread(app, validate=False) as srv:
         def spy():
-            orig = srv.loop.sendfile
+            orig = SocketTransport.sendfile
 
-            async def sendfile(transport, file, offset=0, count=None, **kw):
+            def sendfile(self, file, offset, count):
                 calls.append((offset, count))
-                return await orig(transport, file, offset, count, **kw)
-            srv.loop.sendfile = sendfile
-        srv.call(spy)
-        assert requests.get(srv.url).content == b"s" * 100_000
-        assert calls == [(0, 100_000)]
+                return orig(self, file, offset, count)
+            SocketTransport.sendfile = sendfile
+            return orig
+        orig = srv.call(spy)
+        try:
+            assert requests.get(srv.url).content == data
+            s = srv.connect()   # a slow reader: many EAGAINs in between
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            got = b""
+            while len(got) < len(data):
+                time.sleep(0.001)
+                chunk = s.recv(65536)
+                assert chunk
+                got += chunk
+            assert got.endswith(data)
+        finally:
+            srv.call(lambda: setattr(SocketTransport, "sendfile", orig))
+        assert calls == [(0, len(data))] * 2
 
 
 def test_app_connection_close_header_closes_after_the_response():

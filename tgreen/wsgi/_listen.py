@@ -10,18 +10,17 @@ accepting (backpressure) and how a draining worker stops for good. ::
     acc = make_acceptor(loop, sock, protocol_factory)
     acc.pause(); acc.resume(); acc.close()
 
-Two kinds, chosen per loop:
+Two kinds, chosen per listener:
 
-* ``SelectorAcceptor`` (asyncio's selector loops, plain TCP/unix): registers
-  the listening fd with ``add_reader``, accepts in batches and builds the
-  transport synchronously with the loop's ``_make_socket_transport`` (what
-  asyncio's own ``create_server`` does, minus a Task per connection: measured
-  1.3x the connections/s of ``create_server`` and 3x ``connect_accepted_socket``
-  with ``Connection: close``). Pausing is one ``remove_reader``.
-* ``ServerAcceptor`` (uvloop, or TLS on any loop): the loop's own
-  ``create_server`` on a ``dup()`` of the listening socket; pausing closes
-  that server (only the dup: the listening socket stays open, so pending
-  connections wait in the kernel queue), resuming creates a new one.
+* ``SocketAcceptor`` (plain TCP/unix, any loop: asyncio's selector loops and
+  uvloop): registers the listening fd with ``add_reader``, accepts in
+  batches and wraps each connection in a ``SocketTransport`` (``_transport``),
+  which reads the first request at once, before the fd is ever registered
+  with the poller. Pausing is one ``remove_reader``.
+* ``ServerAcceptor`` (TLS): the loop's own ``create_server`` on a ``dup()``
+  of the listening socket; pausing closes that server (only the dup: the
+  listening socket stays open, so pending connections wait in the kernel
+  queue), resuming creates a new one.
 """
 
 from __future__ import annotations
@@ -35,15 +34,18 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import _originals
+from ._transport import SocketTransport
 
 # The real socket module, even under monkey.patch_all(): the loop's
 # transports must get plain sockets.
 socket = _originals.module("socket")
 _csock_accept = _socket.socket._accept
 
-__all__ = ["bind", "make_acceptor", "describe", "SelectorAcceptor", "ServerAcceptor"]
+__all__ = ["bind", "make_acceptor", "describe", "SocketAcceptor", "ServerAcceptor"]
 
 _ACCEPT_ERRORS_RETRY = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+_PEER_GONE = (errno.ECONNRESET, errno.ENOTCONN, errno.EINVAL)
+_IPPROTO_TCP, _TCP_NODELAY = socket.IPPROTO_TCP, socket.TCP_NODELAY
 
 
 def bind(spec: tuple, backlog: int) -> socket.socket:
@@ -101,8 +103,8 @@ def describe(sock: socket.socket) -> str:
     return f"http://{host}:{port}"
 
 
-class SelectorAcceptor:
-    """Accept on an asyncio selector loop without a Task per connection."""
+class SocketAcceptor:
+    """Accept plain connections into ``SocketTransport``s, on any loop."""
 
     #: Connections accepted per readiness callback, so one busy listener
     #: cannot monopolise a loop turn.
@@ -146,6 +148,7 @@ class SelectorAcceptor:
         loop = self.loop
         family, type_, proto = sock.family, sock.type, sock.proto
         new_socket = socket.socket
+        tcp = not self._unix
         for _ in range(limit):
             try:
                 fd, addr = _csock_accept(sock)
@@ -163,11 +166,17 @@ class SelectorAcceptor:
                 raise
             conn = new_socket(family, type_, proto, fileno=fd)
             conn.setblocking(False)
-            protocol = self.factory()
-            extra = {"peername": addr if not self._unix else ""}
             try:
-                loop._make_socket_transport(conn, protocol, extra=extra)  # type: ignore[attr-defined]
-            except BaseException as e:
+                if tcp:
+                    # Responses go out in one write each; Nagle would only delay them.
+                    conn.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
+                SocketTransport(loop, conn, self.factory(), addr if tcp else "").start()
+            except OSError as e:
+                # The peer reset before we got to it: routine, nothing to log.
+                conn.close()
+                if e.errno not in _PEER_GONE:
+                    self.on_error(e)
+            except Exception as e:
                 conn.close()
                 self.on_error(e)
 
@@ -185,7 +194,7 @@ class SelectorAcceptor:
 
 
 class ServerAcceptor:
-    """Accept through the loop's ``create_server`` (uvloop, TLS)."""
+    """Accept through the loop's ``create_server`` (TLS)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket,
                  factory: Callable[[], asyncio.Protocol], on_error: Callable[[BaseException], None],
@@ -315,6 +324,6 @@ class _Resume:
 def make_acceptor(loop: asyncio.AbstractEventLoop, sock: socket.socket,
                   factory: Callable[[], asyncio.Protocol], on_error: Callable[[BaseException], None],
                   ssl: Any = None, backlog: int = 2048) -> Any:
-    if ssl is None and hasattr(loop, "_make_socket_transport") and hasattr(loop, "_selector"):
-        return SelectorAcceptor(loop, sock, factory, on_error)
+    if ssl is None:
+        return SocketAcceptor(loop, sock, factory, on_error)
     return ServerAcceptor(loop, sock, factory, on_error, ssl=ssl, backlog=backlog)

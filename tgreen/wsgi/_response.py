@@ -49,6 +49,7 @@ from ..hub import Waiter
 from ._environ import build
 from ._errors import HTTPError, error_response
 from ._input import ClientDisconnected, RequestError
+from ._transport import SocketTransport
 
 __all__ = ["run_request", "FileWrapper", "SLICE"]
 
@@ -377,7 +378,11 @@ class _Response:
         self._flush_now()
         conn = self.conn
         try:
-            sent = wait(loop.sendfile(conn.transport, f, offset, count))
+            t = conn.transport
+            # tgreen's own transport sends files itself; a loop transport (TLS)
+            # goes through loop.sendfile.
+            sent = wait(t.sendfile(f, offset, count) if isinstance(t, SocketTransport)
+                        else loop.sendfile(t, f, offset, count))
         except (ConnectionError, RuntimeError) as e:
             if conn.closed or conn.transport.is_closing():
                 raise ClientDisconnected(str(e)) from e
