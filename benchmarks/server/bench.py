@@ -36,6 +36,14 @@ VENV_BIN = os.path.dirname(PY)
 UWSGI_VENV = os.environ.get("UWSGI_VENV", "/tmp/uwsgi-venv")
 UWSGI = os.path.join(UWSGI_VENV, "bin", "uwsgi")
 WRK = os.environ.get("WRK", "wrk")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def idle_seconds() -> float:
+    """Machine-wide idle + iowait CPU seconds since boot (all cores)."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()
+    return (int(fields[4]) + int(fields[5])) / CLK_TCK
 
 sys.path.insert(0, HERE)
 import apps  # noqa: E402
@@ -156,6 +164,18 @@ class Server:
             out.append(p)
             todo.extend(children.get(p, []))
         return out
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU of the server's process tree so far (live processes)."""
+        total = 0
+        for pid in self.pids():
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])   # utime, stime
+            except (OSError, IndexError, ValueError):
+                pass
+        return total / CLK_TCK
 
     def rss_kib(self) -> int:
         total = 0
@@ -335,7 +355,13 @@ def run_cell(scen: str, server: str, args, logdir) -> dict:
         else:
             if args.warmup > 0:
                 run_wrk(srv.port, wrk_args, args.warmup)
+            cpu0, idle0, t0 = srv.cpu_seconds(), idle_seconds(), time.monotonic()
             res = run_wrk(srv.port, wrk_args, args.duration)
+            cpu1, idle1, t1 = srv.cpu_seconds(), idle_seconds(), time.monotonic()
+            # Cores the server kept busy, and cores nobody used, over the
+            # measured run: what says whether the machine was the limit.
+            res["server_cores"] = (cpu1 - cpu0) / (t1 - t0)
+            res["idle_cores"] = (idle1 - idle0) / (t1 - t0)
         res["conn"] = conn_mode
         if srv.proc.poll() is not None:
             res["errors"] = (res.get("errors", "") + f" server exited {srv.proc.returncode}").strip()
@@ -422,7 +448,7 @@ def summarize(cells: list) -> dict:
     out = {"n": len(ok), "failed": [c["failed"] for c in cells if "failed" in c]}
     if not ok:
         return out
-    for key in ("rps", "p99_ms", "bytes_per_conn", "alive"):
+    for key in ("rps", "p99_ms", "bytes_per_conn", "alive", "server_cores", "idle_cores"):
         if key in ok[0]:
             out[key] = med([c[key] for c in ok])
     if "rps" in ok[0]:
@@ -490,22 +516,25 @@ def render(meta, runs, scens) -> str:
                          f"{med([c['after_kib'] for c in cells]) / 1024:.1f} | "
                          f"{d['bytes_per_conn']:,.0f} | {d['alive']:.0f} / {MEM_CONNS} |")
         else:
-            L.append("| server | req/s (median) | runs | p99 ms | conn | wrk errors / non-2xx |")
-            L.append("| --- | ---: | --- | ---: | --- | --- |")
+            L.append("| server | req/s (median) | runs | p99 ms | server CPU (cores) | "
+                     "µs CPU / req | idle CPU (cores) | conn | wrk errors / non-2xx |")
+            L.append("| --- | ---: | --- | ---: | ---: | ---: | ---: | --- | --- |")
             for s in servers:
                 if s not in summ:
                     continue
                 d = summ[s]
                 if "rps" not in d:
-                    L.append(f"| {s} | failed | | | | {'; '.join(d['failed'])[:150]} |")
+                    L.append(f"| {s} | failed | | | | | | | {'; '.join(d['failed'])[:150]} |")
                     continue
                 errs = d["errors"] or ""
                 if d["non2xx"]:
                     errs = (errs + f"; non-2xx {d['non2xx']}").strip("; ")
                 if d["failed"]:
                     errs = (errs + f"; {len(d['failed'])} failed: {d['failed'][0][:80]}").strip("; ")
+                sc, ic = d.get("server_cores", float("nan")), d.get("idle_cores", float("nan"))
                 L.append(f"| {s} | {fmt_rps(d['rps'])} | {' / '.join(fmt_rps(x) for x in d['all_rps'])} | "
-                         f"{d['p99_ms']:.1f} | {d['conn']} | {errs or '—'} |")
+                         f"{d['p99_ms']:.1f} | {sc:.2f} | {1e6 * sc / d['rps']:.0f} | {ic:.2f} | "
+                         f"{d['conn']} | {errs or '—'} |")
         L.append("")
         verdicts.extend(verdict(scen, summ))
     if verdicts:
@@ -530,7 +559,12 @@ def verdict(scen, summ) -> list[str]:
             r = get(f"{base}-w2", "rps") / get(f"{base}-w1", "rps")
             cells.append(f"{base}: {r:.2f}x")
         r = get("tgreen-w2", "rps") / get("tgreen-w1", "rps")
-        return [f"| {scen} | {label} | {cells[1]} (reference) | {r:.2f}x {mark(r >= want)} | — |"]
+        # Whether the machine, not the server, was the limit: idle CPU left
+        # with two workers, and CPU per request with one vs two.
+        per = [get(f"tgreen-{w}", "server_cores") / get(f"tgreen-{w}", "rps") for w in ("w1", "w2")]
+        extra = (f" (w2 left {get('tgreen-w2', 'idle_cores'):.2f} cores idle; CPU per request "
+                 f"w2/w1 {per[1] / per[0]:.2f})")
+        return [f"| {scen} | {label} | {cells[1]} (reference) | {r:.2f}x {mark(r >= want)}{extra} | — |"]
     if scen == "memory":
         refs = [s for s in ("gevent", "gevent-nodelay") if s in summ and "bytes_per_conn" in summ[s]]
         if not refs:

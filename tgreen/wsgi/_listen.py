@@ -41,7 +41,7 @@ from ._transport import SocketTransport
 socket = _originals.module("socket")
 _csock_accept = _socket.socket._accept
 
-__all__ = ["bind", "make_acceptor", "describe", "SocketAcceptor", "ServerAcceptor"]
+__all__ = ["ServerAcceptor", "SocketAcceptor", "bind", "describe", "make_acceptor"]
 
 _ACCEPT_ERRORS_RETRY = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 _PEER_GONE = (errno.ECONNRESET, errno.ENOTCONN, errno.EINVAL)

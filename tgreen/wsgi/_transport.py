@@ -50,9 +50,26 @@ _SENDFILE_CHUNK = 1 << 30
 
 
 class SocketTransport(asyncio.Transport):
-    __slots__ = ("_loop", "_sock", "_fd", "_protocol", "_peer", "_buf", "_reading", "_paused",
-                 "_closing", "_eof", "_lost", "_writing", "_high", "_low", "_protocol_paused",
-                 "_sendfile", "_read_cb", "_write_cb")
+    __slots__ = (
+        "_buf",
+        "_closing",
+        "_eof",
+        "_fd",
+        "_high",
+        "_loop",
+        "_lost",
+        "_low",
+        "_paused",
+        "_peer",
+        "_protocol",
+        "_protocol_paused",
+        "_read_cb",
+        "_reading",
+        "_sendfile",
+        "_sock",
+        "_write_cb",
+        "_writing",
+    )
 
     def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket,
                  protocol: asyncio.Protocol, peername: Any) -> None:
