@@ -36,7 +36,8 @@ import sys
 import time
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, exited but not yet reaped, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -77,7 +78,7 @@ def main() -> int:
     os.replace(tmp, spec["pidfile"])
     orphaned = False
     while proc.poll() is None:
-        orphaned = not _alive(watch_pid)
+        orphaned = not alive(watch_pid)
         if stop or orphaned:
             proc.terminate()
             try:
@@ -87,7 +88,7 @@ def main() -> int:
                 proc.wait()
             break
         time.sleep(0.1)
-    if orphaned or not _alive(watch_pid):
+    if orphaned or not alive(watch_pid):
         shutil.rmtree(spec["tmpdir"], ignore_errors=True)
     return 0
 

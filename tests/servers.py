@@ -40,6 +40,7 @@ import time
 from dataclasses import dataclass, field
 
 import pytest
+from server_nanny import alive as _alive
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 60.0
@@ -85,21 +86,6 @@ class Server:
                 except ProcessLookupError:
                     pass
         shutil.rmtree(self.tmpdir, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie, exited but not yet reaped, does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def free_port() -> int:

@@ -37,16 +37,52 @@ def test_blocking_call_from_ioloop_callback_raises():
     assert len(errors) == 1
 
 
+def _fresh(code: str) -> str:
+    """Run ``code`` in a new interpreter: LoopExit is only raised while no
+    other OS thread lives (one could still release a lock or set an event),
+    and earlier tests in this process leave idle executor threads behind."""
+    out = subprocess.run([sys.executable, "-c", "import tgreen, threading\n" + textwrap.dedent(code)],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout
+
+
 def test_main_waiting_on_nothing_gets_loop_exit_not_hang():
-    with pytest.raises(tgreen.LoopExit, match="block forever"):
-        tgreen.Event().wait()
+    out = _fresh("""
+        try:
+            tgreen.Event().wait()
+        except tgreen.LoopExit as e:
+            print("LoopExit", "block forever" in str(e))
+        try:
+            tgreen.Semaphore(0).acquire()
+        except tgreen.LoopExit:
+            print("LoopExit")
+    """)
+    assert out.split() == ["LoopExit", "True", "LoopExit"]
 
 
 def test_join_of_deadlocked_greenlet_raises_loop_exit():
-    ev = tgreen.Event()
-    g = tgreen.spawn(ev.wait)
-    with pytest.raises(tgreen.LoopExit):
-        g.join()
+    out = _fresh("""
+        ev = tgreen.Event()
+        g = tgreen.spawn(ev.wait)
+        try:
+            g.join()
+        except tgreen.LoopExit:
+            print("LoopExit")
+    """)
+    assert out.split() == ["LoopExit"]
+
+
+def test_no_loop_exit_while_another_os_thread_could_set_the_event():
+    out = _fresh("""
+        import time
+        from tgreen import _originals
+        ev = tgreen.Event()
+        t = _originals.get("threading", "Thread")(target=lambda: (time.sleep(0.2), ev.set()))
+        t.start()
+        print(ev.wait())
+    """)
+    assert out.split() == ["True"]
 
 
 def test_no_loop_exit_while_a_timer_can_still_fire():

@@ -92,10 +92,19 @@ def test_stop_ends_reporting_and_restores_the_selector():
 
 @selector_loop_only
 def test_monitoring_keeps_the_would_block_forever_check():
-    monitor.start(threshold_ms=50, stream=io.StringIO())
-    ev = tgreen.Event()
-    with pytest.raises(tgreen.LoopExit):
-        ev.wait()
+    # A fresh interpreter: LoopExit needs no other OS thread alive, and
+    # earlier tests leave idle executor threads; the watchdog must not count.
+    code = textwrap.dedent("""
+        import io, tgreen
+        from tgreen import monitor
+        monitor.start(threshold_ms=50, stream=io.StringIO())
+        try:
+            tgreen.Event().wait()
+        except tgreen.LoopExit:
+            print("LoopExit")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert out.stdout.split() == ["LoopExit"], out.stdout + out.stderr
 
 
 def test_bad_threshold_is_refused():

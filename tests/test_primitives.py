@@ -135,6 +135,67 @@ def test_rlock_reentrant_and_owned():
     assert isinstance(g.exception, RuntimeError)
 
 
+def test_tgreen_lock_is_the_green_thread_lock():
+    """One lock implementation: tgreen.Lock/RLock are tgreen._thread's, the
+    ones patch_all() puts on threading."""
+    from tgreen import _thread as gthread
+
+    assert type(tgreen.Lock()) is gthread.LockType
+    assert tgreen.RLock is gthread.RLock
+
+
+def _real_thread(fn):
+    """Start ``fn`` on a real OS thread (unpatched), return its join."""
+    from tgreen import _originals
+
+    t = _originals.get("threading", "Thread")(target=fn, daemon=True)
+    t.start()
+    return t.join
+
+
+def test_semaphore_shared_with_a_real_thread():
+    """A greenlet waits for a permit an OS thread releases, and an OS thread
+    blocks for real on a permit a greenlet holds; the loop keeps running
+    meanwhile (a ticker greenlet advances)."""
+    from tgreen import _originals
+
+    real_sleep = _originals.get("time", "sleep")
+    sem = tgreen.Semaphore(0)
+    ticks = []
+
+    def tick():
+        while True:
+            tgreen.sleep(0.005)
+            ticks.append(1)
+    ticker = tgreen.spawn(tick)
+
+    join = _real_thread(lambda: (real_sleep(0.05), sem.release()))
+    assert sem.acquire(timeout=5) is True
+    assert len(ticks) >= 3    # the hub ran while this greenlet waited
+    join()
+
+    got = []
+    sem2 = tgreen.BoundedSemaphore(1)
+    sem2.acquire()
+    join = _real_thread(lambda: got.append(sem2.acquire(timeout=5)))
+    tgreen.sleep(0.05)
+    assert got == []
+    sem2.release()
+    tgreen.sleep(0)
+    join()
+    assert got == [True]
+    ticker.kill()
+
+
+def test_event_set_from_a_real_thread_wakes_greenlets():
+    ev = tgreen.Event()
+    gs = [tgreen.spawn(ev.wait, 5) for _ in range(3)]
+    tgreen.sleep(0)
+    join = _real_thread(ev.set)
+    assert [g.get(timeout=5) for g in gs] == [True] * 3
+    join()
+
+
 def test_pool_limits_concurrency():
     pool = tgreen.Pool(3)
     running = []

@@ -175,3 +175,41 @@ def test_sigterm_handler_raising_SystemExit_ends_the_program():
     """)], capture_output=True, text=True, timeout=20)
     assert proc.returncode == 7, proc.stdout + proc.stderr
     assert "not reached" not in proc.stdout
+
+
+def test_sigwait_family_waits_greenly():
+    """sigwait/sigwaitinfo/sigtimedwait (patched) park only their greenlet:
+    a ticker keeps running, and each gets the signal, process-directed
+    (os.kill) and thread-directed (pthread_kill) alike, with the stdlib's
+    result types; a timeout gives None."""
+    out = run("""
+        import threading
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1, signal.SIGUSR2})
+        ticks = []
+        def ticker():
+            while True:
+                time.sleep(0.005); ticks.append(1)
+        tgreen.spawn(ticker)
+
+        tgreen.spawn_later(0.05, os.kill, os.getpid(), signal.SIGUSR1)
+        t0 = len(ticks)
+        got = signal.sigwait({signal.SIGUSR1, signal.SIGUSR2})
+        print("sigwait", got == signal.SIGUSR1, len(ticks) - t0 >= 3)
+
+        main = threading.main_thread().ident
+        tgreen.spawn_later(0.05, signal.pthread_kill, main, signal.SIGUSR2)
+        t0 = len(ticks)
+        info = signal.sigwaitinfo({signal.SIGUSR2})
+        print("sigwaitinfo", info.si_signo == signal.SIGUSR2, info.si_pid == os.getpid() or info.si_pid == 0,
+              len(ticks) - t0 >= 3)
+
+        t0 = len(ticks)
+        print("timeout", signal.sigtimedwait({signal.SIGUSR1}, 0.1), len(ticks) - t0 >= 5)
+
+        os.kill(os.getpid(), signal.SIGUSR1)       # already pending: at once
+        print("pending", signal.sigtimedwait({signal.SIGUSR1}, 0).si_signo == signal.SIGUSR1)
+        print("module", signal.sigwait.__module__, signal.sigwait is tgreen.signal.sigwait)
+    """)
+    assert out.split("\n")[:5] == [
+        "sigwait True True", "sigwaitinfo True True True", "timeout None True", "pending True",
+        "module signal True"], out

@@ -117,7 +117,7 @@ class _GreenParker(Waiter):
     def block(self, timeout: float | None, what: str) -> bool:
         """Park until woken (True) or ``timeout`` passes (False)."""
         hub = self.hub
-        if _c_count() > 0 or hub.thread_ident != _main_os_ident:
+        if _c_count() > _machinery_threads() or hub.thread_ident != _main_os_ident:
             # Another OS thread may wake us, so a loop with nothing to do
             # is not stuck forever: no LoopExit while we wait.
             hub.pending_jobs += 1
@@ -447,10 +447,19 @@ _green_count = 0
 
 def _count() -> int:
     """Threads alive that were started by ``start_new_thread``: green ones and
-    real ones (the loop's executor threads, tgreen.threadpool workers)."""
+    real ones (the loop's executor threads), not tgreen's own."""
+    return _green_count + _c_count() - _machinery_threads()
+
+
+def _machinery_threads() -> int:
+    """Real OS threads tgreen runs for itself: tgreen.threadpool's workers
+    and the blocking monitor's watchdog. They run no user code of their own
+    (a job given to the pool is counted by the hub while it runs), so they
+    can never release a lock a greenlet waits for."""
     from . import threadpool
 
-    return _green_count + _c_count() - threadpool.live_workers
+    mon = sys.modules.get("tgreen.monitor")
+    return threadpool.live_workers + (1 if mon is not None and mon._thread_running else 0)
 
 
 def _Greenlet() -> type:

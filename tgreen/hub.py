@@ -85,6 +85,9 @@ class LoopExit(RuntimeError):
 
     Raised in the main greenlet instead of hanging when it waits on something
     (an Event, a join, a queue) while no I/O, timer or thread job is pending.
+    Locks, semaphores and events are thread-safe, so while another OS thread
+    lives (one that could still release or set them) a wait on them is not
+    "forever" and no LoopExit is raised.
     """
 
 

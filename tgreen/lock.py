@@ -1,89 +1,111 @@
-"""Green ``Semaphore``, ``BoundedSemaphore``, ``Lock`` and ``RLock``.
+"""``Semaphore``, ``BoundedSemaphore``, ``Lock`` and ``RLock`` for greenlets
+and OS threads alike.
 
-They follow ``threading``'s signatures (``acquire(blocking=True, timeout=-1)``)
-so patched code and green code can share them. Release schedules the wake-up
-of waiters on the loop; a woken waiter re-checks the counter, so a timed-out
-or killed waiter never strands a permit.
+One implementation of waiting backs every tgreen lock: ``tgreen._thread``'s
+``WaitQueue``, where a greenlet parks a Waiter and switches to the loop while a
+plain OS thread blocks for real. ``Lock`` and ``RLock`` *are* the green
+``_thread`` locks that ``patch_all()`` installs, so a ``tgreen.Lock`` and a
+patched ``threading.Lock`` are the same thing. They follow ``threading``'s
+signatures (``acquire(blocking=True, timeout=-1)``).
+
+Rules of this file (those of ``tgreen._thread``):
+
+1. Re-check the counter after registering as a waiter: a release in another
+   OS thread may fall between the failed try and the registration.
+2. A waiter chosen by a release that leaves without a permit (timeout, kill)
+   passes the wake-up on, or a permit is stranded.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from typing import Any
+import time
 
-from greenlet import getcurrent
+from . import _originals
+from ._thread import LockType, RLock, WaitQueue, _check_timeout, allocate_lock
 
-from .hub import Waiter, get_hub
+__all__ = ["BoundedSemaphore", "Lock", "RLock", "Semaphore"]
 
-__all__ = ["Semaphore", "BoundedSemaphore", "Lock", "RLock"]
+_c_allocate_lock = _originals.get("_thread", "allocate_lock")
+
+
+def Lock() -> LockType:
+    """A non-reentrant lock, released by anyone; parks greenlets, blocks OS threads."""
+    return allocate_lock()
 
 
 class Semaphore:
-    """A counter of permits; ``acquire`` blocks the greenlet while it is 0."""
+    """A counter of permits; ``acquire`` waits while it is 0."""
 
     def __init__(self, value: int = 1) -> None:
         if value < 0:
             raise ValueError("semaphore initial value must be >= 0")
         self.counter = value
-        self._waiters: deque[Waiter] = deque()
-        self._notify_pending = False
+        # Guards the counter only (never held across a wait): a release
+        # from another OS thread must not interleave with a take.
+        self._mutex = _c_allocate_lock()
+        self._waiters = WaitQueue()
 
     def locked(self) -> bool:
         return self.counter <= 0
 
+    def _take(self) -> bool:
+        with self._mutex:
+            if self.counter > 0:
+                self.counter -= 1
+                return True
+            return False
+
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
         """Take a permit; False if none came within ``timeout`` (or at once
         when not ``blocking``)."""
-        if timeout is not None and timeout < 0:
-            if timeout != -1:
-                raise ValueError("timeout value must be a non-negative number")
-            timeout = None
-        if not blocking and timeout is not None:
-            raise ValueError("can't specify timeout for non-blocking acquire")
-        if self.counter > 0:
-            self.counter -= 1
+        timeout = _check_timeout(blocking, -1 if timeout is None else timeout)
+        if self._take():
             return True
         if not blocking:
             return False
-        hub = get_hub()
-        deadline = None if timeout is None else hub.loop.time() + timeout
-        while self.counter <= 0:
-            w = Waiter(hub)
-            self._waiters.append(w)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        waiters = self._waiters
+        while True:
+            p = waiters.register()
+            if self._take():  # rule 1
+                if not waiters.unregister(p):
+                    self._pass_on()
+                return True
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                if not waiters.unregister(p):
+                    self._pass_on()
+                return False
             try:
-                remaining = None if deadline is None else deadline - hub.loop.time()
-                if remaining is not None and remaining <= 0:
-                    return False
-                w.get(remaining, "acquiring a lock")
-            finally:
-                try:
-                    self._waiters.remove(w)
-                except ValueError:
-                    pass
-                # If we were woken but leave without the permit (timeout,
-                # kill), pass the wake-up on.
-                if self.counter > 0 and self._waiters:
-                    self._schedule_notify()
-        self.counter -= 1
-        return True
+                p.block(remaining, "acquiring a semaphore")
+            except BaseException:
+                if not waiters.unregister(p):
+                    self._pass_on()  # rule 2
+                raise
+            chosen = not waiters.unregister(p)
+            if self._take():
+                return True
+            if chosen:
+                self._pass_on()
+
+    def _pass_on(self) -> None:
+        if self.counter > 0:
+            self._waiters.wake_one()
 
     def release(self, n: int = 1) -> None:
-        self.counter += n
-        if self._waiters:
-            self._schedule_notify()
+        """Return ``n`` permits and wake as many waiters."""
+        if n < 1:
+            raise ValueError("n must be one or more")
+        with self._mutex:
+            self._check_release(n)
+            self.counter += n
+        waiters = self._waiters
+        for _ in range(n):
+            if not waiters.wake_one():
+                break
 
-    def _schedule_notify(self) -> None:
-        if not self._notify_pending:
-            self._notify_pending = True
-            self._waiters[0].hub.loop.call_soon(self._notify)
-
-    def _notify(self) -> None:
-        self._notify_pending = False
-        # Each switch runs the waiter until it blocks again, so the counter
-        # we test is always current.
-        while self._waiters and self.counter > 0:
-            w = self._waiters.popleft()
-            w.switch(True)
+    def _check_release(self, n: int) -> None:
+        pass
 
     def wait(self, timeout: float | None = None) -> int:
         """Block until a permit is free without taking it."""
@@ -93,11 +115,15 @@ class Semaphore:
             self.release()
         return self.counter
 
-    def __enter__(self) -> "Semaphore":
+    def _at_fork_reinit(self) -> None:
+        self._mutex = _c_allocate_lock()
+        self._waiters = WaitQueue()
+
+    def __enter__(self) -> Semaphore:
         self.acquire()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.release()
 
     def __repr__(self) -> str:
@@ -111,65 +137,6 @@ class BoundedSemaphore(Semaphore):
         super().__init__(value)
         self._initial = value
 
-    def release(self, n: int = 1) -> None:
+    def _check_release(self, n: int) -> None:
         if self.counter + n > self._initial:
             raise ValueError("Semaphore released too many times")
-        super().release(n)
-
-
-class Lock(Semaphore):
-    """A non-reentrant lock (a semaphore of 1, released by anyone)."""
-
-    def __init__(self) -> None:
-        super().__init__(1)
-
-    def release(self, n: int = 1) -> None:
-        if self.counter >= 1:
-            raise RuntimeError("release unlocked lock")
-        super().release()
-
-    def _at_fork_reinit(self) -> None:
-        self.counter = 1
-        self._waiters.clear()
-
-
-class RLock:
-    """A reentrant lock owned by the greenlet that acquired it."""
-
-    def __init__(self) -> None:
-        self._block = Lock()
-        self._owner: Any = None
-        self._count = 0
-
-    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
-        me = getcurrent()
-        if self._owner is me:
-            self._count += 1
-            return True
-        if timeout is None or timeout == -1:
-            ok = self._block.acquire(blocking)
-        else:
-            ok = self._block.acquire(blocking, timeout)
-        if ok:
-            self._owner = me
-            self._count = 1
-        return ok
-
-    def release(self) -> None:
-        if self._owner is not getcurrent():
-            raise RuntimeError("cannot release un-acquired lock")
-        self._count -= 1
-        if not self._count:
-            self._owner = None
-            self._block.release()
-
-    def locked(self) -> bool:
-        return self._block.locked()
-
-    def _is_owned(self) -> bool:
-        return self._owner is getcurrent()
-
-    __enter__ = acquire
-
-    def __exit__(self, *exc: Any) -> None:
-        self.release()

@@ -38,14 +38,22 @@ the self-pipe write.
 ``SIGINT``'s ``default_int_handler``, ``SIG_DFL`` and ``SIG_IGN`` are
 installed as they are: Ctrl-C still raises KeyboardInterrupt in whatever
 runs, which the hub delivers to the main greenlet. ``pause()`` waits greenly
-for the next dispatched signal. ``sigwait``, ``sigwaitinfo`` and
-``sigtimedwait`` are the stdlib's (they block the thread; use them with
-``tgreen.threadpool`` or not at all).
+for the next dispatched signal.
+
+``sigwait``, ``sigwaitinfo`` and ``sigtimedwait`` (Linux) wait greenly too:
+the signals they wait for are blocked (that is their contract), so they stay
+pending; a ``signalfd`` for the set becomes readable while one is, the hub
+waits on it, and the stdlib's ``sigtimedwait(set, 0)`` then takes the signal,
+so the results are exactly the stdlib's. Without a hub (a real thread) or
+without ``signalfd`` they are the stdlib's blocking calls.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import os as _os
+import time as _time
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from greenlet import getcurrent, greenlet
 
@@ -59,7 +67,7 @@ for _name, _value in _std.__dict__.items():
         globals()[_name] = _value
 del _name, _value
 
-__implements__ = ["signal", "getsignal", "pause"]
+__implements__ = ["signal", "getsignal", "pause", "sigwait", "sigwaitinfo", "sigtimedwait"]
 __all__ = [n for n in dir(_std) if not n.startswith("_")]
 
 _signal = _std.signal
@@ -209,9 +217,87 @@ if _pause is not None:
 else:  # pragma: no cover - Windows
     __implements__.remove("pause")
 
+# -- sigwait & co ------------------------------------------------------------------------
+
+_std_sigtimedwait = getattr(_std, "sigtimedwait", None)
+_libc: Any = None
+_SFD_NONBLOCK, _SFD_CLOEXEC = 0o4000, 0o2000000
+
+
+def _signalfd(sigset: Iterable[int]) -> int | None:
+    """A non-blocking signalfd for ``sigset``, or None where there is none."""
+    global _libc
+    import ctypes
+
+    if _libc is None:
+        try:
+            _libc = ctypes.CDLL(None, use_errno=True)
+            _libc.signalfd  # noqa: B018 - probe: glibc/musl on Linux only
+        except (OSError, AttributeError):
+            _libc = False
+    if not _libc:
+        return None
+    mask = (ctypes.c_ulong * 16)()   # sigset_t: 1024 bits
+    _libc.sigemptyset(ctypes.byref(mask))
+    for signum in sigset:
+        if _libc.sigaddset(ctypes.byref(mask), int(signum)) != 0:
+            raise ValueError(f"signal number {int(signum)} out of range")
+    fd = _libc.signalfd(-1, ctypes.byref(mask), _SFD_NONBLOCK | _SFD_CLOEXEC)
+    return None if fd < 0 else fd
+
+
+def _green_sigtimedwait(sigset: Iterable[int], timeout: float | None) -> Any:
+    """Wait for one of ``sigset`` (blocked signals) without blocking the loop."""
+    sigset = set(sigset)
+    info = _std_sigtimedwait(sigset, 0)   # already pending: no fd needed
+    if info is not None or timeout == 0:
+        return info
+    hub = current_hub_if_any()
+    fd = _signalfd(sigset) if hub is not None and hub.thread_ident == _main_ident else None
+    if fd is None:
+        return _std.sigwaitinfo(sigset) if timeout is None else _std_sigtimedwait(sigset, timeout)
+    deadline = None if timeout is None else _time.monotonic() + timeout
+    # A signal can only arrive from outside the loop's sight: do not let
+    # this wait count as "waiting forever" (LoopExit).
+    hub.pending_jobs += 1
+    try:
+        while True:
+            remaining = None if deadline is None else max(deadline - _time.monotonic(), 0)
+            if not hub.wait_read(fd, remaining):
+                return None
+            info = _std_sigtimedwait(sigset, 0)
+            if info is not None:
+                return info
+            # Taken by someone else first (another waiter): wait again.
+    finally:
+        hub.pending_jobs -= 1
+        hub.forget(fd)
+        _os.close(fd)
+
+
+if _std_sigtimedwait is not None:
+    def sigtimedwait(sigset: Iterable[int], timeout: float) -> Any:
+        """Like ``signal.sigtimedwait``; only the calling greenlet waits."""
+        if timeout < 0:
+            raise ValueError("timeout must be non-negative")
+        return _green_sigtimedwait(sigset, timeout)
+
+    def sigwaitinfo(sigset: Iterable[int]) -> Any:
+        """Like ``signal.sigwaitinfo``; only the calling greenlet waits."""
+        return _green_sigtimedwait(sigset, None)
+
+    def sigwait(sigset: Iterable[int]) -> int:
+        """Like ``signal.sigwait``; only the calling greenlet waits."""
+        return _green_sigtimedwait(sigset, None).si_signo
+else:  # pragma: no cover - not Linux
+    for _n in ("sigwait", "sigwaitinfo", "sigtimedwait"):
+        __implements__.remove(_n)
+
+
 # They stand in for the stdlib's pure-Python functions once patched, which
 # say they come from "signal" (pydoc and pickle-by-name rely on it).
-for _f in (signal, getsignal, globals().get("pause")):
+for _f in (signal, getsignal, globals().get("pause"), globals().get("sigwait"),
+           globals().get("sigwaitinfo"), globals().get("sigtimedwait")):
     if _f is not None and _f is not _pause:
         _f.__module__ = "signal"
 del _f

@@ -59,6 +59,7 @@ from greenlet import getcurrent
 
 from . import _originals
 from . import _thread as _gthread
+from . import event as _event
 from ._thread import RLock, get_ident
 from ._thread import _local as local
 from ._thread import allocate_lock as Lock
@@ -216,23 +217,13 @@ class _GreenThreadingView(types.ModuleType):
 # -- Event -------------------------------------------------------------------------------
 
 
-class Event:
-    """``threading.Event`` without a Condition: a flag plus parked waiters.
-
-    The stdlib's Event waits through ``Condition.wait`` (a fresh waiter lock,
-    two lock round trips and a notify per wake-up); this one parks the waiter
-    directly, the way ``tgreen._thread`` locks do, at a quarter of the cost of
-    a set/wait round trip. It is as safe across OS threads: a waiter registers
-    before re-checking the flag, and ``set`` raises the flag before waking
-    everyone registered, so no wake-up falls in between (no mutex needed).
-    ``wait`` returns True when woken by ``set`` even if the flag was cleared
-    again before the waiter ran, as the stdlib's does.
-    """
+class Event(_event.Event):
+    """``threading.Event``: ``tgreen.event.Event`` (which see) with the
+    stdlib's repr, deprecation warning and ``_cond`` attribute."""
 
     def __init__(self) -> None:
+        super().__init__()
         self._cond = Lock()  # compatibility: the stdlib's has a Condition here
-        self._flag = False
-        self._waiters = _gthread.WaitQueue()
 
     def __repr__(self) -> str:
         cls = self.__class__
@@ -241,11 +232,7 @@ class Event:
 
     def _at_fork_reinit(self) -> None:
         self._cond._at_fork_reinit()
-        self._waiters = _gthread.WaitQueue()
-
-    def is_set(self) -> bool:
-        """Return true if and only if the internal flag is true."""
-        return self._flag
+        super()._at_fork_reinit()
 
     def isSet(self) -> bool:
         """Deprecated alias of ``is_set()``."""
@@ -254,35 +241,6 @@ class Event:
         warnings.warn("isSet() is deprecated, use is_set() instead",
                       DeprecationWarning, stacklevel=2)
         return self._flag
-
-    def set(self) -> None:
-        """Set the flag and wake every waiter."""
-        self._flag = True
-        waiters = self._waiters
-        while waiters:
-            waiters.wake_one()
-
-    def clear(self) -> None:
-        """Reset the flag; later ``wait`` calls block until ``set``."""
-        self._flag = False
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until the flag is set or ``timeout`` passes; return True
-        unless it timed out."""
-        if self._flag:
-            return True
-        if timeout is not None and timeout <= 0:
-            return False
-        waiters = self._waiters
-        p = waiters.register()
-        if self._flag:  # set between our check and registering
-            waiters.unregister(p)
-            return True
-        try:
-            woken = p.block(timeout, "Event.wait()")
-        finally:
-            waiters.unregister(p)
-        return woken or self._flag
 
 
 Event.__module__ = "threading"

@@ -482,7 +482,7 @@ def render(meta, runs, scens) -> str:
     L.append(f"Command: `{meta['command']}` — {meta['date']}, {meta['cpus']} cores, loopback, "
              f"{meta['reps']} interleaved repetitions x {meta['duration']:g} s per cell (median shown), "
              f"{meta['elapsed_s']} s in all. Load average at start {meta['load_start']}, at end "
-             f"{meta['load_end']} (other agents were running tests on the machine).")
+             f"{meta['load_end']}.")
     L.append("")
     L.append("Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + ".")
     L.append("")

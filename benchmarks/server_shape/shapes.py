@@ -9,6 +9,10 @@ architecture of ``tgreen.wsgi`` by measurement (DESIGN.md, "The WSGI server").
   long-lived core greenlets (direct switch from the loop callback), which runs
   the app and writes headers and body in one ``transport.write``.
 * ``raw``: the ceiling. Protocol + httptools answering a fixed response, no WSGI.
+* ``raw-accept-sync`` / ``raw-accept-task`` / ``raw-own-transport``: ``raw``
+  accepted by our own accept loop into the loop's synchronous transport, into
+  ``connect_accepted_socket`` (a Task each), or into tgreen.wsgi's own
+  ``SocketTransport``.
 * ``tgreen``: the real ``tgreen.wsgi.WSGIServer`` (the protocol shape, with
   everything a production server needs), for scale.
 
@@ -267,6 +271,23 @@ def serve_raw_own_accept(port, sync_transport):
     loop.run_forever()
 
 
+def serve_raw_own_transport(port):
+    """tgreen.wsgi's own accept loop and SocketTransport, with the raw protocol."""
+    import socket as stdsocket
+
+    from tgreen.wsgi._listen import SocketAcceptor
+    loop = tgreen.get_hub().loop
+    cores = Cores(100)
+    lsock = stdsocket.socket()
+    lsock.setsockopt(stdsocket.SOL_SOCKET, stdsocket.SO_REUSEADDR, 1)
+    lsock.bind(("127.0.0.1", port))
+    lsock.listen(1024)
+    lsock.setblocking(False)
+    acc = SocketAcceptor(loop, lsock, lambda: RawProto(cores), lambda e: print(e, file=sys.stderr))
+    acc.resume()
+    loop.run_forever()
+
+
 if __name__ == "__main__":
     shape, port = sys.argv[1], int(sys.argv[2])
     if len(sys.argv) > 3:
@@ -280,5 +301,7 @@ if __name__ == "__main__":
         serve_raw_own_accept(port, False)
     elif shape == "raw-accept-sync":
         serve_raw_own_accept(port, True)
+    elif shape == "raw-own-transport":
+        serve_raw_own_transport(port)
     else:
         serve_protocol(port, raw=shape == "raw")

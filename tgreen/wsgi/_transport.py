@@ -12,12 +12,14 @@ plain sockets, on asyncio's selector loops and on uvloop alike. ::
 Why not the loop's transports: with ``Connection: close`` the transport's
 life cycle *is* the request. asyncio's ``_SelectorSocketTransport`` costs
 two ``call_soon`` handles and an ``epoll_ctl`` ADD before the first byte is
-read, and uvloop's create_server path is not cheaper from Python. A fresh
-connection's request is usually in the socket by the time it is accepted, so
-``start()`` reads it at once; when the response ends the connection, the fd
-was never registered with the poller at all. Measured on a bare hello-world
-server with ``Connection: close``: 1.6-1.8x the connections/s of asyncio's
-transports on either loop (benchmarks/RESULTS.md, "Connection: close").
+read. A fresh connection's request is usually in the socket by the time it is
+accepted, so ``start()`` reads it at once; when the response ends the
+connection, the fd was never registered with the poller at all. Measured with
+a fixed-response protocol (benchmarks/RESULTS.md, "Server shape"): on
+asyncio's loop 1.4x the connections/s of asyncio's own transports with
+``Connection: close`` and at least par with keep-alive; on uvloop at par with
+its C transports either way, and without their multi-second p99 tail at 1000
+connections (RESULTS, "WSGI server vs peers").
 
 Rules of this file:
 
@@ -206,6 +208,11 @@ class SocketTransport(asyncio.Transport):
         if self._sendfile is not None:
             self._sendfile_step()
             return
+        self._drained()
+
+    def _drained(self) -> None:
+        """Everything is out: stop watching for writability, then finish a
+        close or write_eof that waited for the buffer."""
         self._stop_writing()
         if self._closing:
             self._schedule_lost(None)
@@ -296,11 +303,7 @@ class SocketTransport(asyncio.Transport):
         elif self._buf is not None:
             self._start_writing()
         else:
-            self._stop_writing()
-            if self._closing:
-                self._schedule_lost(None)
-            elif self._eof:
-                self._shutdown_write()
+            self._drained()
 
     # -- closing -----------------------------------------------------------------------
 
