@@ -287,3 +287,35 @@ def test_tornado_app_beside_the_wsgi_app_from_a_postfork_hook(tmp_path, workers)
                         raise
                     time.sleep(0.1)
             assert r.status_code == 200 and f"worker {wid}" in r.text
+
+
+@pytest.mark.parametrize("family,host", [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")])
+def test_refusing_new_connections_keeps_the_accept_queue(family, host):
+    """The SIGTERM socket filter drops new SYNs only: a connection already in
+    the accept queue is still accepted with its request, and bulk data (ACKs
+    flowing back) still passes on it; a new connect attempt gets no answer."""
+    from tgreen.workers import _refuse_new_connections
+
+    ls = socket.socket(family)
+    ls.bind((host, 0))
+    ls.listen(16)
+    port = ls.getsockname()[1]
+    with ls, socket.create_connection((host, port)) as queued:
+        queued.sendall(b"GET / HTTP/1.1\r\n\r\n")
+        assert _refuse_new_connections(ls)
+        late = socket.socket(family)
+        late.settimeout(0.5)
+        with late, pytest.raises((TimeoutError, socket.timeout)):
+            late.connect((host, port))
+        conn, _ = ls.accept()
+        with conn:
+            assert conn.recv(100) == b"GET / HTTP/1.1\r\n\r\n"
+            sender = threading.Thread(target=conn.sendall, args=(b"x" * (4 << 20),))
+            sender.start()
+            queued.settimeout(5)
+            got = 0
+            while got < 4 << 20:
+                chunk = queued.recv(1 << 20)
+                assert chunk
+                got += len(chunk)
+            sender.join(5)

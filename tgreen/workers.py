@@ -179,8 +179,9 @@ class Master:
     def stop(self, graceful: bool) -> int:
         self.stopping = True
         if graceful:
-            for sock in self.sockets:
-                _refuse_new_connections(sock)
+            refused = [_refuse_new_connections(sock) for sock in self.sockets]
+            if any(refused):
+                time.sleep(HANDSHAKE_SETTLE)
         sig = signal.SIGTERM if graceful else signal.SIGINT
         for pid in list(self.workers):
             _kill(pid, sig)
@@ -298,28 +299,48 @@ def _worker_main(wid: int, master_pid: int, sockets: list, cfg: Config, app_spec
     return 0
 
 
-def _refuse_new_connections(sock: Any) -> None:
-    """Make the kernel drop new connection attempts on a listening socket
-    while keeping the ones already in its accept queue (Linux; best effort).
+#: Seconds between refusing new connections and telling the workers to stop:
+#: handshakes already under way complete meanwhile (loopback and LAN round
+#: trips are far shorter), so their connections are in the accept queue when
+#: the workers take it for the last time.
+HANDSHAKE_SETTLE = 0.05
+
+# Classic BPF, run on each packet for the listening socket from its TCP header:
+# drop a SYN without ACK (a new connection attempt), keep everything else.
+_DROP_NEW_SYNS = ((0x30, 0, 0, 13),           # ldb [13]        TCP flags
+                  (0x54, 0, 0, 0x12),         # and #SYN|ACK
+                  (0x15, 0, 1, 0x02),         # jeq #SYN        -> drop
+                  (0x06, 0, 0, 0),            # ret #0          drop
+                  (0x06, 0, 0, 0xFFFFFFFF))   # ret #-1         keep
+
+
+def _refuse_new_connections(sock: Any) -> bool:
+    """Make the kernel ignore new connection attempts on a listening TCP
+    socket while keeping the ones already in its accept queue (Linux; best
+    effort). True if it did.
 
     Closing a listening socket resets every connection still in its accept
     queue: clients that connected and sent a request would see a reset
     although no worker ever accepted them. With a socket filter that drops
-    every packet, no handshake completes any more, the workers' last
-    ``accept()`` empties the queue for good, and a client trying meanwhile
-    retransmits its SYN and is refused once the socket is closed.
+    SYNs, no new handshake starts, ones under way still complete (their
+    final ACK passes), the workers' last ``accept()`` empties the queue for
+    good, and a client trying meanwhile retransmits its SYN and is refused
+    once the socket is closed. (Dropping every packet instead would also
+    drop the final ACK of a handshake under way: that client believes it is
+    connected, sends its request, and gets a reset.)
     """
-    if not sys.platform.startswith("linux"):
-        return
+    if not sys.platform.startswith("linux") or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return False
     import ctypes
     import struct
 
-    drop_all = ctypes.create_string_buffer(struct.pack("HBBI", 0x06, 0, 0, 0))  # BPF: ret #0
-    prog = struct.pack("HL", 1, ctypes.addressof(drop_all))
+    code = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *i) for i in _DROP_NEW_SYNS))
+    prog = struct.pack("HL", len(_DROP_NEW_SYNS), ctypes.addressof(code))
     try:
-        sock.setsockopt(socket.SOL_SOCKET, 26, prog)  # SO_ATTACH_FILTER
+        sock.setsockopt(socket.SOL_SOCKET, 26, prog)  # SO_ATTACH_FILTER (the kernel copies it)
     except OSError:
-        pass
+        return False
+    return True
 
 
 def _kill(pid: int, sig: int) -> None:
