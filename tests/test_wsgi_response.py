@@ -6,6 +6,8 @@ from __future__ import annotations
 import http.client
 import os
 import sys
+import socket
+import struct
 import threading
 import time
 
@@ -452,3 +454,51 @@ def test_non_latin1_header_value_is_a_500_not_a_crash():
     with ServerThread(app, validate=False) as srv:
         assert requests.get(srv.url).status_code == 500
         assert requests.get(srv.url).status_code == 500  # and the server still answers
+
+
+@pytest.mark.parametrize("what", ["sendfile", "buffered"])
+def test_client_reset_in_the_middle_of_a_large_response(tmp_path, what):
+    """A client that resets (RST) while a response far larger than the
+    socket buffers is under way, through sendfile or through the transport's
+    write buffer: the wrapper/iterable is closed, the connection is gone
+    from the server, nothing is logged as an error, and the next request is
+    served."""
+    path = tmp_path / "big.bin"
+    path.write_bytes(b"z" * (16 << 20))
+    closed = []
+
+    class Closing:
+        def __init__(self, it):
+            self.it = it
+
+        def __iter__(self):
+            return iter(self.it)
+
+        def close(self):
+            closed.append(True)
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/quick":
+            return hello_app(environ, start_response)
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        if what == "sendfile":
+            f = open(path, "rb")
+            w = environ["wsgi.file_wrapper"](f)
+            orig = w.close
+            w.close = lambda: (closed.append(True), orig())
+            return w
+        return Closing([b"z" * (8 << 20), b"z" * (8 << 20)])
+
+    with ServerThread(app, validate=False) as srv:
+        s = srv.connect()
+        s.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert s.recv(65536)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()   # RST, with most of the response unsent
+        deadline = time.monotonic() + 5
+        while (not closed or srv.call(lambda: len(srv.server.connections))) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert closed == [True]
+        assert srv.call(lambda: len(srv.server.connections)) == 0
+        assert requests.get(srv.url + "/quick").text == "Hello, World!"
+        assert not srv.log.errors()
