@@ -244,15 +244,20 @@ def serve_protocol(port, raw=False):
 
 # -- accept variants (raw protocol): the loop's create_server vs our own accept --
 
-def serve_raw_own_accept(port, sync_transport):
+def _listener(port):
     import socket as stdsocket
-    loop = tgreen.get_hub().loop
-    cores = Cores(100)
     lsock = stdsocket.socket()
     lsock.setsockopt(stdsocket.SOL_SOCKET, stdsocket.SO_REUSEADDR, 1)
     lsock.bind(("127.0.0.1", port))
     lsock.listen(1024)
     lsock.setblocking(False)
+    return lsock
+
+
+def serve_raw_own_accept(port, sync_transport):
+    loop = tgreen.get_hub().loop
+    cores = Cores(100)
+    lsock = _listener(port)
 
     def on_accept():
         for _ in range(64):
@@ -273,16 +278,10 @@ def serve_raw_own_accept(port, sync_transport):
 
 def serve_raw_own_transport(port):
     """tgreen.wsgi's own accept loop and SocketTransport, with the raw protocol."""
-    import socket as stdsocket
-
     from tgreen.wsgi._listen import SocketAcceptor
     loop = tgreen.get_hub().loop
     cores = Cores(100)
-    lsock = stdsocket.socket()
-    lsock.setsockopt(stdsocket.SOL_SOCKET, stdsocket.SO_REUSEADDR, 1)
-    lsock.bind(("127.0.0.1", port))
-    lsock.listen(1024)
-    lsock.setblocking(False)
+    lsock = _listener(port)
     acc = SocketAcceptor(loop, lsock, lambda: RawProto(cores), lambda e: print(e, file=sys.stderr))
     acc.resume()
     loop.run_forever()
