@@ -328,6 +328,58 @@ def test_pipelined_requests_are_answered_in_order():
         assert [rr.next().body for _ in range(10)] == [b"/%d" % i for i in range(1, 11)]
 
 
+def test_pipelined_requests_then_half_close_get_every_answer_once():
+    """Pipelined requests, then the client shuts its sending side: reading
+    is paused and resumed around each request after the EOF was seen; every
+    request is answered once, in order, then the server closes."""
+    seen = []
+
+    def app(environ, start_response):
+        import tgreen
+        tgreen.sleep(0.01)
+        seen.append(environ["PATH_INFO"])
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [environ["PATH_INFO"].encode()]
+
+    with ServerThread(app) as srv:
+        s = srv.connect()
+        s.sendall(b"".join(b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(1, 6)))
+        s.shutdown(socket.SHUT_WR)
+        rr = ResponseReader(s)
+        assert [rr.next().body for _ in range(5)] == [b"/%d" % i for i in range(1, 6)]
+        assert recv_all(s, timeout=3) == b""
+        assert seen == ["/%d" % i for i in range(1, 6)]
+        assert not srv.log.errors()
+
+
+def test_half_close_during_a_response_closes_after_it():
+    """The client shuts its sending side while its only request is being
+    served: it gets the response, then the server closes at once (not after
+    the keep-alive timeout)."""
+    import threading as _threading
+    gate = _threading.Event()
+
+    def app(environ, start_response):
+        import tgreen
+        while not gate.is_set():
+            tgreen.sleep(0.01)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"done"]
+
+    with ServerThread(app, keepalive_timeout=30) as srv:
+        s = srv.connect()
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.05)
+        s.shutdown(socket.SHUT_WR)
+        time.sleep(0.05)
+        gate.set()
+        t0 = time.monotonic()
+        assert ResponseReader(s).next().body == b"done"
+        assert recv_all(s, timeout=5) == b""
+        assert time.monotonic() - t0 < 3
+        assert srv.call(lambda: len(srv.server.connections)) == 0
+
+
 def test_pipelined_error_is_answered_after_the_good_requests_before_it():
     with ServerThread(hello_app) as srv:
         s = srv.connect()

@@ -514,7 +514,9 @@ class HttpProtocol(asyncio.Protocol):
                 return True
         if self._pauses & PAUSE_PIPELINE:
             self._unpause(PAUSE_PIPELINE)
-        if server.draining:
+        if self.client_eof:
+            self.close()   # every request it sent is answered; it sends no more
+        elif server.draining:
             self.close_lingering()
         elif self._cur is None:
             ka = self.cfg.keepalive_timeout

@@ -399,7 +399,10 @@ def run_request(server: Any, conn: Any, req: Any) -> bool:
     """Serve ``req`` in the current core greenlet; return whether the
     connection may carry another request."""
     resp = _Response(server, conn, req,
-                     req.keep_alive and not server.draining and not conn.client_eof)
+                     # A client that half-closed still gets an answer to every
+                     # request it sent before; the last one ends the connection.
+                     req.keep_alive and not server.draining
+                     and not (conn.client_eof and not conn._queue))
     result: Any = None
     env: Any = None
     getcurrent().gr_context = server.context.copy()

@@ -66,6 +66,7 @@ class SocketTransport(asyncio.Transport):
         "_protocol",
         "_protocol_paused",
         "_read_cb",
+        "_read_eof",
         "_reading",
         "_sendfile",
         "_sock",
@@ -88,6 +89,7 @@ class SocketTransport(asyncio.Transport):
         self._closing = False
         self._eof = False          # write_eof() asked for
         self._lost = False         # connection_lost scheduled
+        self._read_eof = False     # the peer shut its side: never read again
         self._writing = False      # registered with add_writer
         self._high = _HIGH
         self._low = _LOW
@@ -124,6 +126,7 @@ class SocketTransport(asyncio.Transport):
             self._reading = True
 
     def _eof_received(self) -> None:
+        self._read_eof = True
         self._stop_reading()
         keep_open = self._protocol.eof_received()
         if not keep_open:
@@ -144,7 +147,7 @@ class SocketTransport(asyncio.Transport):
         if self._closing or not self._paused:
             return
         self._paused = False
-        if not self._reading:
+        if not self._reading and not self._read_eof:
             self._loop.add_reader(self._fd, self._read_cb)
             self._reading = True
 
