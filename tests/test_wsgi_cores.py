@@ -69,6 +69,39 @@ def test_all_cores_busy_stops_accepting_and_reading_without_spinning():
         assert srv.call(lambda: [lst.acceptor.reading for lst in server.listeners]) == [True]
 
 
+def test_backpressure_holds_within_one_accept_batch():
+    """Six connections with their requests wait in the kernel's queue when
+    the loop next looks: the accept batch stops at the connection that found
+    no free core instead of accepting the rest (they stay in the kernel)."""
+    from tgreen import _originals
+
+    gate = tgreen.Event()
+
+    def app(environ, start_response):
+        gate.wait()
+        return hello_app(environ, start_response)
+
+    with ServerThread(app, cores=2) as srv:
+        server = srv.server
+        real_sleep = _originals.get("time", "sleep")
+        blocker = threading.Thread(target=srv.call, args=(lambda: real_sleep(0.5),))
+        blocker.start()          # the loop is busy while the clients connect
+        time.sleep(0.1)
+        socks = []
+        for _ in range(6):
+            s = srv.connect()
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            socks.append(s)
+        blocker.join()
+        time.sleep(0.2)
+        assert srv.call(lambda: server.cores.busy) == 2
+        assert srv.call(lambda: len(server.cores.waiting)) == 1
+        assert srv.call(lambda: len(server.connections)) == 3
+        srv.call(gate.set)
+        for s in socks:
+            assert read_response(s).status == 200
+
+
 def test_a_keep_alive_connection_waiting_for_a_core_is_not_read():
     gate = tgreen.Event()
 

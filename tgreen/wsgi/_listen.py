@@ -141,15 +141,19 @@ class SocketAcceptor:
     def accept_pending(self) -> None:
         """Accept whatever waits in the kernel queue now (used when stopping)."""
         if not self.closed:
-            self._accept(limit=1 << 30)
+            self._accept(limit=1 << 30, force=True)
 
-    def _accept(self, limit: int = BATCH) -> None:
+    def _accept(self, limit: int = BATCH, force: bool = False) -> None:
         sock = self.sock
         loop = self.loop
         family, type_, proto = sock.family, sock.type, sock.proto
         new_socket = socket.socket
         tcp = not self._unix
         for _ in range(limit):
+            if not self.reading and not force:
+                # The last connection took the last free core and the server
+                # paused accepting: the rest of the batch waits in the kernel.
+                return
             try:
                 fd, addr = _csock_accept(sock)
             except (BlockingIOError, InterruptedError):
