@@ -140,7 +140,9 @@ def test_a_cpu_bound_stream_does_not_starve_other_requests():
             start_response("200 OK", [("Content-Type", "application/octet-stream")])
 
             def gen():
-                for _ in range(400):
+                # ~2 s: the quick requests' client shares this process's GIL
+                # with the busy generator, so it needs room to overlap.
+                for _ in range(1000):
                     end = time.perf_counter() + 0.002
                     while time.perf_counter() < end:
                         pass
@@ -150,7 +152,7 @@ def test_a_cpu_bound_stream_does_not_starve_other_requests():
 
     with ServerThread(app) as srv:
         def stream():
-            assert len(requests.get(srv.url + "/stream").content) == 400 * 512
+            assert len(requests.get(srv.url + "/stream").content) == 1000 * 512
             stream_done.set()
 
         t = threading.Thread(target=stream)
