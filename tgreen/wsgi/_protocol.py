@@ -177,10 +177,12 @@ class HttpProtocol(asyncio.Protocol):
     def connection_lost(self, exc: BaseException | None) -> None:
         self.closed = self.closing = True
         self.deadline = 0.0
-        err = ClientDisconnected("client disconnected")
+        # The parser and this protocol refer to each other: break the cycle so
+        # refcounting frees the connection at once, not the cyclic GC later.
+        self.parser = None
         cur = self._cur
         if cur is not None and cur.input is not None:
-            cur.input._fail(err)
+            cur.input._fail(ClientDisconnected("client disconnected"))
             cur.input._wake()
         w = self._drain_waiter
         if w is not None:

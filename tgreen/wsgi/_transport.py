@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
 from typing import Any
 
 from .. import _originals
@@ -65,12 +64,10 @@ class SocketTransport(asyncio.Transport):
         "_peer",
         "_protocol",
         "_protocol_paused",
-        "_read_cb",
         "_read_eof",
         "_reading",
         "_sendfile",
         "_sock",
-        "_write_cb",
         "_writing",
     )
 
@@ -95,9 +92,8 @@ class SocketTransport(asyncio.Transport):
         self._low = _LOW
         self._protocol_paused = False
         self._sendfile: list | None = None   # [future, file fd, offset, count, sent]
-        # Bound once: add_reader/add_writer are called per pause/resume.
-        self._read_cb: Callable[[], None] = self._read_ready
-        self._write_cb: Callable[[], None] = self._write_ready
+        # No bound methods kept on self (they would make every transport
+        # cyclic garbage): the loop's handle holds one while registered.
 
     def start(self) -> None:
         """``connection_made``, then read what is already there (usually
@@ -122,7 +118,7 @@ class SocketTransport(asyncio.Transport):
             self._eof_received()
             return
         if not self._reading and not self._paused and not self._closing:
-            self._loop.add_reader(self._fd, self._read_cb)
+            self._loop.add_reader(self._fd, self._read_ready)
             self._reading = True
 
     def _eof_received(self) -> None:
@@ -148,7 +144,7 @@ class SocketTransport(asyncio.Transport):
             return
         self._paused = False
         if not self._reading and not self._read_eof:
-            self._loop.add_reader(self._fd, self._read_cb)
+            self._loop.add_reader(self._fd, self._read_ready)
             self._reading = True
 
     def is_reading(self) -> bool:
@@ -186,7 +182,7 @@ class SocketTransport(asyncio.Transport):
     def _start_writing(self) -> None:
         if not self._writing:
             self._writing = True
-            self._loop.add_writer(self._fd, self._write_cb)
+            self._loop.add_writer(self._fd, self._write_ready)
 
     def _stop_writing(self) -> None:
         if self._writing:
