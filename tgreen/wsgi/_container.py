@@ -40,7 +40,7 @@ from tornado.iostream import StreamClosedError
 from ..bridge import wait
 from ..greenlet import spawn
 from ..hub import Waiter, get_hub
-from ._response import SLICE, FileWrapper
+from ._response import SLICE, FileWrapper, close_iterable
 
 __all__ = ["WSGIContainer"]
 
@@ -174,11 +174,7 @@ class WSGIContainer(tornado.wsgi.WSGIContainer):
             else:
                 _close(conn)
         finally:
-            if result is not None and hasattr(result, "close"):
-                try:
-                    result.close()
-                except Exception as e:
-                    log.error("error in the close() of %r", result, exc_info=e)
+            close_iterable(result)
         if state["status"] is not None:
             self._log(int(state["status"][:3]), request)
 

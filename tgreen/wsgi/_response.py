@@ -395,6 +395,16 @@ class _Response:
         return True
 
 
+def close_iterable(result: Any) -> None:
+    """Call the app result's ``close()`` if it has one (PEP 3333); an error
+    there is logged, never raised into the server."""
+    if result is not None and hasattr(result, "close"):
+        try:
+            result.close()
+        except Exception as e:
+            log.error("error in the close() of %r", result, exc_info=e)
+
+
 def run_request(server: Any, conn: Any, req: Any) -> bool:
     """Serve ``req`` in the current core greenlet; return whether the
     connection may carry another request."""
@@ -444,11 +454,7 @@ def run_request(server: Any, conn: Any, req: Any) -> bool:
     except Exception as e:
         _fail(resp, conn, 500, e)
     finally:
-        if result is not None and hasattr(result, "close"):
-            try:
-                result.close()
-            except Exception as e:
-                log.error("error in the close() of %r", result, exc_info=e)
+        close_iterable(result)
     if server.access_log is not None:
         return _logged(server, conn, req, resp, env)
     return resp.keep
