@@ -83,6 +83,7 @@ __all__ = [
 _c_allocate_lock = _originals.get("_thread", "allocate_lock")
 _c_get_ident = _originals.get("_thread", "get_ident")
 _c_count = _originals.get("_thread", "_count")
+_monotonic = _originals.get("time", "monotonic")
 _c_start_new_thread = _originals.get("_thread", "start_new_thread")
 _main_os_ident = _originals.get("threading", "main_thread")().ident
 
@@ -193,6 +194,42 @@ class WaitQueue(deque):
         while self.wake_one():
             pass
 
+    def park_until(self, take: Callable[[], bool], available: Callable[[], bool],
+                   timeout: float | None, what: str) -> bool:
+        """Park until ``take()`` succeeds (True) or ``timeout`` passes
+        (False). ``take`` tries to get the resource without blocking (the
+        caller tried once already); ``available`` tells whether it is free
+        (for passing a wake-up on). Rules 1 and 2 of this file live here."""
+        deadline = None if timeout is None else _monotonic() + timeout
+        while True:
+            p = self.register()
+            if take():  # rule 1
+                if not self.unregister(p):
+                    self._pass_on(available)
+                return True
+            remaining = None if deadline is None else deadline - _monotonic()
+            if remaining is not None and remaining <= 0:
+                if not self.unregister(p):
+                    self._pass_on(available)
+                return False
+            try:
+                p.block(remaining, what)
+            except BaseException:
+                if not self.unregister(p):
+                    self._pass_on(available)  # rule 2
+                raise
+            chosen = not self.unregister(p)
+            if take():
+                return True
+            if chosen:
+                self._pass_on(available)
+
+    def _pass_on(self, available: Callable[[], bool]) -> None:
+        # Chosen by a wake-up but leaving without the resource: hand the
+        # wake-up to the next waiter if there is something to take.
+        if self and available():
+            self.wake_one()
+
 
 # -- locks --------------------------------------------------------------------------
 
@@ -248,55 +285,34 @@ class LockType:
 
     def _acquire_contended(self, timeout: float | None) -> bool:
         me = _c_get_ident()
-        hub = current_hub_if_any()
-        if hub is None:  # a plain OS thread blocks for real
+        if current_hub_if_any() is None:  # a plain OS thread blocks for real
             return self._real_acquire(timeout)
         waiters = self._waiters
         if waiters is None:
             waiters = self._waiters = WaitQueue()
-        loop = hub.loop
-        deadline = None if timeout is None else loop.time() + timeout
-        while True:
-            p = waiters.register()
-            if self._block.acquire(False):  # rule 1
-                if not waiters.unregister(p):
-                    self._pass_on()
-                self._os_owner = me
-                return True
-            remaining = None if deadline is None else deadline - loop.time()
-            if remaining is not None and remaining <= 0:
-                if not waiters.unregister(p):
-                    self._pass_on()
-                return False
-            try:
-                p.block(remaining, "acquiring a lock")
-            except BlockingFromHubError:
-                waiters.unregister(p)
-                if self._os_owner != me:
-                    # Held by another OS thread: it does not need our loop to
-                    # release the lock, so a short real wait is safe.
-                    return self._real_acquire(remaining)
-                raise
-            except BaseException:
-                if not waiters.unregister(p):
-                    self._pass_on()  # rule 2
-                raise
-            chosen = not waiters.unregister(p)
-            if self._block.acquire(False):
-                self._os_owner = me
-                return True
-            if chosen:
-                self._pass_on()
+        try:
+            ok = waiters.park_until(self._block_try, self._free, timeout, "acquiring a lock")
+        except BlockingFromHubError:
+            if self._os_owner != me:
+                # Held by another OS thread: it does not need our loop to
+                # release the lock, so a short real wait is safe.
+                return self._real_acquire(timeout)
+            raise
+        if ok:
+            self._os_owner = me
+        return ok
+
+    def _block_try(self) -> bool:
+        return self._block.acquire(False)
+
+    def _free(self) -> bool:
+        return not self._block.locked()
 
     def _real_acquire(self, timeout: float | None) -> bool:
         if self._block.acquire(True, -1 if timeout is None else max(timeout, 0)):
             self._os_owner = _c_get_ident()
             return True
         return False
-
-    def _pass_on(self) -> None:
-        if self._waiters and not self._block.locked():
-            self._waiters.wake_one()
 
     def release(self) -> None:
         """Release the lock (from any greenlet or thread) and wake one waiter."""

@@ -8,17 +8,12 @@ plain OS thread blocks for real. ``Lock`` and ``RLock`` *are* the green
 patched ``threading.Lock`` are the same thing. They follow ``threading``'s
 signatures (``acquire(blocking=True, timeout=-1)``).
 
-Rules of this file (those of ``tgreen._thread``):
-
-1. Re-check the counter after registering as a waiter: a release in another
-   OS thread may fall between the failed try and the registration.
-2. A waiter chosen by a release that leaves without a permit (timeout, kill)
-   passes the wake-up on, or a permit is stranded.
+The waiting itself (re-check after registering; a woken waiter that leaves
+empty-handed passes the wake-up on) is ``WaitQueue.park_until``.
 """
 
 from __future__ import annotations
 
-import time
 
 from . import _originals
 from ._thread import LockType, RLock, WaitQueue, _check_timeout, allocate_lock
@@ -63,34 +58,10 @@ class Semaphore:
             return True
         if not blocking:
             return False
-        deadline = None if timeout is None else time.monotonic() + timeout
-        waiters = self._waiters
-        while True:
-            p = waiters.register()
-            if self._take():  # rule 1
-                if not waiters.unregister(p):
-                    self._pass_on()
-                return True
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                if not waiters.unregister(p):
-                    self._pass_on()
-                return False
-            try:
-                p.block(remaining, "acquiring a semaphore")
-            except BaseException:
-                if not waiters.unregister(p):
-                    self._pass_on()  # rule 2
-                raise
-            chosen = not waiters.unregister(p)
-            if self._take():
-                return True
-            if chosen:
-                self._pass_on()
+        return self._waiters.park_until(self._take, self._available, timeout, "acquiring a semaphore")
 
-    def _pass_on(self) -> None:
-        if self.counter > 0:
-            self._waiters.wake_one()
+    def _available(self) -> bool:
+        return self.counter > 0
 
     def release(self, n: int = 1) -> None:
         """Return ``n`` permits and wake as many waiters."""
