@@ -70,6 +70,8 @@ class Master:
         self.boot_failed = False
         self.pid = os.getpid()
         self._unix_paths: list[str] = []
+        #: ``tgreen.wsgi.metrics.MasterMetrics`` with --metrics-bind, else None.
+        self.metrics: Any = None
 
     # -- the master's life -------------------------------------------------------------
 
@@ -86,6 +88,20 @@ class Master:
             sys.stderr.write(f"tgreen-serve: cannot listen on {_spec_str(spec)}: {e.strerror or e}\n")
             self._close_sockets()
             return 1
+        if cfg.metrics_bind:
+            from .wsgi.metrics import MasterMetrics
+
+            try:
+                # Slots for every worker, plus room for old and new workers
+                # side by side during a reload.
+                self.metrics = MasterMetrics(cfg, slots=4 * cfg.workers + 8)
+            except OSError as e:
+                sys.stderr.write(f"tgreen-serve: cannot listen on {_spec_str(cfg.metrics_bind)} "
+                                 f"(--metrics-bind): {e.strerror or e}\n")
+                self._close_sockets()
+                return 1
+            for sock in self.metrics.sockets:
+                log.info("tgreen-serve: metrics on %s/metrics", describe(sock))
         for sock in self.sockets:
             log.info("tgreen-serve: listening on %s (master pid %d)", describe(sock), self.pid)
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _MASTER_SIGNALS)
@@ -126,12 +142,13 @@ class Master:
                 stream.flush()
             except (OSError, ValueError):
                 pass
+        slot = self.metrics.claim(wid) if self.metrics is not None else -1
         pid = os.fork()
         if pid == 0:
             code = 1
             try:
                 code = _worker_main(wid, self.pid, self.sockets, self.cfg, self.app_spec,
-                                    self._child_mask)
+                                    self._child_mask, metrics=self.metrics)
             except SystemExit as e:
                 code = e.code if isinstance(e.code, int) else 1
             except BaseException:
@@ -141,6 +158,8 @@ class Master:
                 os._exit(code)
         self.workers[pid] = wid
         self.spawned_at[wid] = time.monotonic()
+        if self.metrics is not None:
+            self.metrics.started(slot, pid)
         log.info("tgreen-serve: worker %d started (pid %d)", wid, pid)
 
     def reap(self) -> None:
@@ -153,6 +172,8 @@ class Master:
             if pid == 0:
                 return
             wid = self.workers.pop(pid, None)
+            if self.metrics is not None:
+                self.metrics.exited(pid)   # its counts join the retired totals
             if wid is None:
                 continue
             code = os.waitstatus_to_exitcode(status)
@@ -174,7 +195,16 @@ class Master:
                     time.sleep(min(0.5 * n, 5.0))  # a crash loop: do not spin
             else:
                 self.quick_deaths[wid] = 0
+            self.worker_restarted(wid, "exit" if code == 0 else "crash")
             self.spawn(wid)
+
+    def worker_restarted(self, wid: int, reason: str) -> None:
+        """Hook: call once each time a worker is replaced by a new one.
+        ``reason``: "crash" (died), "exit" (exited 0, e.g. --max-requests),
+        "timeout" (killed by the watchdog), "reload" (SIGHUP, --reload).
+        Counted in ``tgreen_worker_restarts_total{reason}``."""
+        if self.metrics is not None:
+            self.metrics.restarted(reason)
 
     def stop(self, graceful: bool) -> int:
         self.stopping = True
@@ -220,6 +250,8 @@ class Master:
             except OSError:
                 pass
         self.sockets = []
+        if self.metrics is not None:
+            self.metrics.close()
         if os.getpid() == self.pid:
             for path in self._unix_paths:
                 try:
@@ -232,7 +264,7 @@ class Master:
 # -- a worker's life ---------------------------------------------------------------------
 
 def _worker_main(wid: int, master_pid: int, sockets: list, cfg: Config, app_spec: str,
-                 mask: Any) -> int:
+                 mask: Any, metrics: Any = None) -> int:
     for sig in _MASTER_SIGNALS:
         signal.signal(sig, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -254,6 +286,10 @@ def _worker_main(wid: int, master_pid: int, sockets: list, cfg: Config, app_spec
         app = load_app(app_spec)
         _postfork.run_postfork_hooks()
         server = WSGIServer(sockets, app, config=cfg)
+        if metrics is not None:   # count into the master's block; serve its listener
+            from .wsgi.metrics import attach
+
+            attach(server, metrics.block, metrics.child_slot, metrics.sockets)
         if cfg.block_warning_ms:
             from . import monitor
             from .hub import get_hub

@@ -430,8 +430,9 @@ def run_request(server: Any, conn: Any, req: Any) -> bool:
                     if not conn.closed:
                         resp.sent = resp.head_out = True
                         conn.transport.write(resp.head if resp.no_body else resp.head + body)
-                    return resp.keep if server.access_log is None else \
-                        _logged(server, conn, req, resp, env)
+                    if server.after_request is not None:
+                        server.after_request(conn, req, resp, env)
+                    return resp.keep
             _write_sequence(resp, result)
         elif isinstance(result, FileWrapper) and resp.status is not None and resp.sendfile(result):
             pass
@@ -455,14 +456,8 @@ def run_request(server: Any, conn: Any, req: Any) -> bool:
         _fail(resp, conn, 500, e)
     finally:
         close_iterable(result)
-    if server.access_log is not None:
-        return _logged(server, conn, req, resp, env)
-    return resp.keep
-
-
-def _logged(server: Any, conn: Any, req: Any, resp: _Response, env: Any) -> bool:
-    addr = env.get("REMOTE_ADDR") if env is not None else conn.environ.get("REMOTE_ADDR")
-    server.log_access(addr, req, resp.code, resp.written, time.monotonic() - req.start)
+    if server.after_request is not None:
+        server.after_request(conn, req, resp, env)   # metrics, access log
     return resp.keep
 
 

@@ -152,6 +152,26 @@ def _binds(name: str, value: Any) -> tuple:
     return tuple(parse_bind(name, v) for v in value)
 
 
+def _metrics_bind(name: str, value: Any) -> tuple | None:
+    """``--metrics-bind``: one bind spec; needs prometheus_client (the
+    ``metrics`` extra), checked here so a missing one is a usage error."""
+    if value is None or value == "":
+        return None
+    spec = parse_bind(name, value)
+    import importlib.util
+
+    if importlib.util.find_spec("prometheus_client") is None:
+        raise ConfigError("tgreen: --metrics-bind needs the prometheus_client package: "
+                          "pip install 'tgreen[metrics]'")
+    return spec
+
+
+def _access_log_format(name: str, value: Any) -> str | None:
+    from .accesslog import check_format
+
+    return check_format(name, value)
+
+
 def _loop(name: str, value: Any) -> str | None:
     if value is None:
         return None
@@ -241,6 +261,17 @@ OPTIONS: tuple[Option, ...] = (
     Option("access_log", None, _str_or_none,
            "Write an access log (common log format plus the request time in ms) to FILE, or '-' "
            "for stderr. Off by default.", metavar="FILE", group="logging"),
+    Option("access_log_format", None, _access_log_format,
+           "Access log line: gunicorn's atoms, e.g. '%%(h)s %%(l)s %%(u)s %%(t)s \"%%(r)s\" %%(s)s %%(b)s "
+           "\"%%(f)s\" \"%%(a)s\" %%(D)s' (also %%(m)s %%(U)s %%(q)s %%(H)s %%(B)s %%(T)s %%(M)s %%(L)s %%(p)s "
+           "%%({header}i)s %%({header}o)s %%({variable}e)s), or 'json' for one JSON object per line. "
+           "Default: common log format plus the request time in ms.", metavar="FORMAT",
+           group="logging"),
+    Option("metrics_bind", None, _metrics_bind,
+           "Serve metrics on a separate listener at HOST:PORT (or unix:PATH): Prometheus text at "
+           "/metrics, JSON at /stats, a live status page at /. Summed over all workers. Needs "
+           "prometheus_client (pip install 'tgreen[metrics]'). Off by default.", metavar="ADDR",
+           group="logging"),
     Option("log_level", "info", _choice("debug", "info", "warning", "error", "critical"),
            "Error log level: debug, info, warning, error, critical. Default info.", metavar="LEVEL",
            group="logging"),

@@ -102,9 +102,14 @@ class WSGIServer:
         self._second = 0
         self.date_str = ""
         self.date_line = b""
-        self._log_second = -1
-        self._log_time = ""
-        self.access_log: logging.Logger | None = None
+        #: The access log (``accesslog.AccessLog``), if any.
+        self.access_log: Any = None
+        #: ``metrics.Recorder`` when metrics are on (``metrics_bind``), else None.
+        self.metrics: Any = None
+        self.metrics_server: Any = None
+        #: Called as ``after_request(conn, req, resp, environ)`` once each app
+        #: request is answered (metrics, access log); None when nothing observes.
+        self.after_request: Callable[..., Any] | None = None
         self.max_requests = cfg.max_requests
         big = sys.maxsize
         self.limits = (cfg.limit_request_line or big, cfg.limit_request_field_size or big,
@@ -154,7 +159,21 @@ class WSGIServer:
         self.cores = Cores(self, cfg.cores)
         self.context = contextvars.copy_context()
         if cfg.access_log:
-            self.access_log = _access_logger(cfg.access_log)
+            from .accesslog import AccessLog
+
+            self.access_log = AccessLog(cfg.access_log, cfg.access_log_format)
+        if cfg.metrics_bind and self.metrics is None:
+            from . import metrics
+
+            metrics.attach(self)
+        if self.metrics is not None:
+            self.after_request = self.metrics.make_hook(self.access_log)
+        elif self.access_log is not None:
+            access = self.access_log
+
+            def after_request(conn: Any, req: Any, resp: Any, env: Any) -> None:
+                access(conn, req, resp, env, time.monotonic() - req.start)
+            self.after_request = after_request
         ssl_ctx = _ssl_context(cfg) if cfg.certfile else None
         scheme = "https" if ssl_ctx is not None else "http"
         for lst in self.listeners:
@@ -166,6 +185,10 @@ class WSGIServer:
         self._sweep_handle = loop.call_later(self._sweep_interval(), self._sweep)
         for lst in self.listeners:
             log.info("tgreen: serving on %s with %d cores", lst.name, cfg.cores)
+        if self.metrics is not None:
+            from . import metrics
+
+            metrics.start(self)
 
     def serve_forever(self) -> None:
         """Start, then block this greenlet until the server is stopped."""
@@ -259,22 +282,13 @@ class WSGIServer:
 
     # -- logging ----------------------------------------------------------------------------
 
-    def log_access(self, addr: str | None, req: Any, status: int, size: int, duration: float) -> None:
-        """One line in common log format plus the request time in ms."""
-        now = time.time()
-        sec = int(now)
-        if sec != self._log_second:
-            self._log_second = sec
-            self._log_time = time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(now))
-        line = (f'{addr or "-"} - - [{self._log_time}] "{req.method} {req.url.decode("latin-1", "replace")} '
-                f'HTTP/{req.version}" {status} {size if size else "-"} {duration * 1000:.3f}')
-        self.access_log.info(line)
-
     def log_refused(self, conn: HttpProtocol, status: int) -> None:
+        """A request refused before the app (malformed, too large, too slow)."""
         log.debug("tgreen: refused a request from %s with %d", conn.peer, status)
+        if self.metrics is not None:
+            self.metrics.refused(status)
         if self.access_log is not None:
-            req = type("R", (), {"method": "-", "url": b"-", "version": "1.1"})
-            self.log_access(conn.environ.get("REMOTE_ADDR"), req, status, 0, 0.0)
+            self.access_log.refused(conn, status)
 
     # -- shutdown --------------------------------------------------------------------------
 
@@ -386,22 +400,6 @@ def _max_head_bytes(cfg: Config) -> int:
     fields = cfg.limit_request_fields or 1000
     size = cfg.limit_request_field_size or 65536
     return line + 4 + fields * (size + 2) + 2
-
-
-def _access_logger(target: str) -> logging.Logger:
-    logger = logging.getLogger("tgreen.access")
-    logger.propagate = False
-    logger.setLevel(logging.INFO)
-    for h in list(logger.handlers):
-        logger.removeHandler(h)
-    handler: logging.Handler
-    if target == "-":
-        handler = logging.StreamHandler(sys.stderr)
-    else:
-        handler = logging.FileHandler(target)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    logger.addHandler(handler)
-    return logger
 
 
 def _ssl_context(cfg: Config) -> Any:
