@@ -272,3 +272,73 @@ def test_a_standalone_server_serves_its_own_metrics():
         m = _metrics(murl)
         assert m[("tgreen_requests_total", ("method", "GET"), ("status", "2xx"))] == 7
         assert m[("tgreen_workers",)] == 1
+
+
+# -- the status page in a real browser ---------------------------------------------------
+
+CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
+                 if os.path.exists(p)), None)
+
+
+def _chromium_dom(url: str, tmp_path, budget_ms: int = 8000) -> str:
+    """The page's DOM after ``budget_ms`` of virtual time in headless Chromium
+    (its timers run; its fetches to the server are real)."""
+    import subprocess
+
+    profile = tmp_path / "chromium-profile"
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={profile}", "--window-size=1200,900",
+           f"--virtual-time-budget={budget_ms}", "--dump-dom", url]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    assert p.returncode == 0, p.stderr[-2000:]
+    return p.stdout
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
+@pytest.mark.timeout(180)
+def test_the_status_page_draws_its_charts_with_live_data_in_chromium(tmp_path):
+    import re
+
+    srv, mx = _serve(tmp_path, "--workers", "2")
+    with srv:
+        mx.wait()
+        _wait_for(lambda: len(mx.stats()["workers"]) == 2, what="two workers")
+        stop = threading.Event()
+
+        def load(path: str) -> None:
+            with requests.Session() as s:
+                while not stop.is_set():
+                    s.get(srv.url + path, timeout=10)
+
+        threads = [threading.Thread(target=load, args=(p,), daemon=True)
+                   for p in ("/", "/", "/sleep?0.05", "/sleep?0.05", "/sleep?0.05")]
+        for t in threads:
+            t.start()
+        try:
+            _wait_for(lambda: sum(w["cores_busy"] for w in mx.stats()["workers"]) > 0, what="busy cores")
+            dom = _chromium_dom(mx.url + "/?interval=250", tmp_path)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(20)
+
+    def attrs(elem_id: str) -> dict:
+        m = re.search(r'<canvas id="%s"([^>]*)>' % elem_id, dom)
+        assert m, f"no canvas {elem_id} in:\n{dom[:3000]}"
+        return {k: int(v) for k, v in re.findall(r'data-(\w+)="(-?\d+)"', m.group(1))}
+
+    polls = int(re.search(r'<body[^>]*data-polls="(\d+)"', dom).group(1))
+    assert polls >= 5, dom[:3000]
+    rps, lat, busy, lag = (attrs(i) for i in ("ch-rps", "ch-lat", "ch-busy", "ch-lag"))
+    # Every chart drew lines (pixels that are neither background nor grid) from several polls.
+    assert rps["series"] == 1 and rps["points"] >= 4 and rps["ink"] > 0, rps
+    assert lat["series"] == 3 and lat["points"] >= 3 and lat["ink"] > 0, lat
+    assert busy["series"] == 2 and busy["points"] >= 8 and busy["ink"] > 0, busy    # one line per worker
+    assert lag["series"] == 2 and lag["points"] >= 8 and lag["ink"] > 0, lag
+    # The cards and the worker table show the server's numbers.
+    total = re.search(r'id="c-total">([\d,]+)<', dom)
+    assert total and int(total.group(1).replace(",", "")) > 0
+    assert re.search(r'id="c-workers">2<', dom)
+    assert len(re.findall(r"<tr><td>\d+</td><td>\d+</td>", dom)) == 2
+    assert not re.search(r'id="status" class="error"', dom)

@@ -65,7 +65,9 @@ def _escape_char(m: re.Match) -> str:
     ch = m.group()
     if ch in '"\\':
         return "\\" + ch
-    return "".join(f"\\x{b:02x}" for b in ch.encode("utf-8", "surrogateescape"))
+    # Header text is decoded as latin-1: its bytes come back as they were sent.
+    raw = ch.encode("latin-1") if ord(ch) < 256 else ch.encode("utf-8", "surrogateescape")
+    return "".join(f"\\x{b:02x}" for b in raw)
 
 
 def _safe(s: str) -> str:
