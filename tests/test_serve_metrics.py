@@ -324,7 +324,7 @@ def test_the_status_page_draws_its_charts_with_live_data_in_chromium(tmp_path):
                 t.join(20)
 
     def attrs(elem_id: str) -> dict:
-        m = re.search(r'<canvas id="%s"([^>]*)>' % elem_id, dom)
+        m = re.search(r'<canvas id="' + elem_id + r'"([^>]*)>', dom)
         assert m, f"no canvas {elem_id} in:\n{dom[:3000]}"
         return {k: int(v) for k, v in re.findall(r'data-(\w+)="(-?\d+)"', m.group(1))}
 
