@@ -219,6 +219,9 @@ class AccessLog:
         self.fmt = fmt
         self._second = -1
         self._clf = ""
+        self._iso_second = -1
+        self._iso = ("", "")
+        self.pid = os.getpid()   # made in the worker, after the fork
         if fmt is None:
             self.line = self._default
         elif fmt == "json":
@@ -253,27 +256,45 @@ class AccessLog:
         return self.fmt % _Atoms(self, conn, req, resp, env, d)  # type: ignore[operator]
 
     def _json(self, conn: Any, req: Any, resp: Any, env: Any, d: float) -> str:
-        a = _Atoms(self, conn, req, resp, env, d)
-        e = a._environ()
+        e = env if env is not None else conn.environ
         url = req.url.decode("latin-1")
-        path, _, query = url.partition("?")
+        if env is not None:
+            path, query = e.get("PATH_INFO", ""), e.get("QUERY_STRING", "")
+        else:
+            path, _, query = url.partition("?")
+        auth = "HTTP_AUTHORIZATION" in e or "REMOTE_USER" in e
         line = {
-            "time": datetime.datetime.now().astimezone().isoformat(timespec="milliseconds"),
+            "time": self.iso_time(),
             "remote_addr": e.get("REMOTE_ADDR") or None,
-            "user": _user(a),
+            "user": _user(_Atoms(self, conn, req, resp, env, d)) if auth else None,
             "method": req.method,
             "url": url,
-            "path": e.get("PATH_INFO", path) if env is not None else path,
-            "query": e.get("QUERY_STRING", query) if env is not None else query,
+            "path": path,
+            "query": query,
             "protocol": f"HTTP/{req.version}",
             "status": resp.code,
             "bytes": resp.written,
             "duration_ms": round(d * 1000, 3),
             "referer": e.get("HTTP_REFERER"),
             "user_agent": e.get("HTTP_USER_AGENT"),
-            "pid": os.getpid(),
+            "pid": self.pid,
         }
-        return json.dumps(line, ensure_ascii=True)
+        return _dumps(line)
+
+    def iso_time(self) -> str:
+        """ISO 8601 local time with milliseconds; the part up to the second is
+        formatted once a second."""
+        now = time.time()
+        sec = int(now)
+        if sec != self._iso_second:
+            self._iso_second = sec
+            dt = datetime.datetime.fromtimestamp(sec).astimezone()
+            self._iso = (dt.strftime("%Y-%m-%dT%H:%M:%S"), dt.strftime("%z"))
+        head, tz = self._iso
+        return f"{head}.{int((now - sec) * 1000):03d}{tz[:3]}:{tz[3:]}"
+
+
+_dumps = json.JSONEncoder(ensure_ascii=True).encode
 
 
 def _request_line_of(req: Any) -> str:
