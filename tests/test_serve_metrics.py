@@ -342,3 +342,32 @@ def test_the_status_page_draws_its_charts_with_live_data_in_chromium(tmp_path):
     assert re.search(r'id="c-workers">2<', dom)
     assert len(re.findall(r"<tr><td>\d+</td><td>\d+</td>", dom)) == 2
     assert not re.search(r'id="status" class="error"', dom)
+
+
+def test_metrics_on_a_unix_socket_and_the_socket_file_is_removed_at_stop(tmp_path):
+    import http.client
+    import json
+
+    app = write_app(tmp_path, APP)
+    path = tmp_path / "metrics.sock"
+
+    def get(p: str) -> tuple[int, bytes]:
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(str(path))
+        c = http.client.HTTPConnection("localhost")
+        c.sock = s
+        c.request("GET", p)
+        r = c.getresponse()
+        body = r.read()
+        c.close()
+        return r.status, body
+
+    with Serve(app, "--metrics-bind", f"unix:{path}") as srv:
+        _wait_for(path.exists, what="the metrics socket")
+        base = json.loads(get("/stats")[1])["requests_total"]
+        for _ in range(3):
+            requests.get(srv.url + "/")
+        _wait_for(lambda: json.loads(get("/stats")[1])["requests_total"] == base + 3, what="3 requests")
+        status, body = get("/metrics")
+        assert status == 200 and b"tgreen_requests_total" in body
+    assert not path.exists()

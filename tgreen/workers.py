@@ -17,6 +17,12 @@ so none is lost or runs in the middle of a fork). ::
     worker: unblock signals -> new loop -> import app -> @postfork hooks
             -> WSGIServer on the inherited sockets -> loop.run_forever()
 
+With ``--metrics-bind`` the master also maps the shared counters and binds
+the metrics listener before forking (``tgreen.wsgi.metrics``): each worker
+gets a slot, a dead worker's slot is folded into the totals when it is
+reaped, and ``Master.worker_restarted(wid, reason)`` is the one hook to call
+whenever a worker is replaced (it counts ``tgreen_worker_restarts_total``).
+
 A worker whose app import or postfork hook fails exits with ``BOOT_ERROR``;
 the master then stops and exits non-zero instead of respawning it forever.
 

@@ -149,6 +149,8 @@ class MasterMetrics:
 
         self.block = Block(slots)
         self.sockets = [bind(cfg.metrics_bind, cfg.backlog)]
+        self._unix_path = cfg.metrics_bind[1] if cfg.metrics_bind[0] == "unix" else None
+        self._pid = os.getpid()
         for s in self.sockets:
             s.set_inheritable(False)
         self._by_pid: dict[int, int] = {}
@@ -210,6 +212,13 @@ class MasterMetrics:
                 s.close()
             except OSError:
                 pass
+        self.sockets = []
+        if self._unix_path and os.getpid() == self._pid:
+            try:
+                os.unlink(self._unix_path)
+            except OSError:
+                pass
+            self._unix_path = None
 
 
 class Recorder:
