@@ -642,7 +642,10 @@ def test_patching_is_idempotent_and_originals_are_real():
         import tgreen.monkey, threading, _thread, queue
         tgreen.monkey.patch_thread(); tgreen.monkey.patch_queue(); tgreen.monkey.patch_all()
         assert tgreen.monkey.is_module_patched("thread") and tgreen.monkey.is_module_patched("queue")
-        assert tgreen.monkey.is_object_patched("threading", "_start_new_thread")
+        # threading starts threads with start_joinable_thread from 3.13
+        start = "_start_joinable_thread" if hasattr(_thread, "start_joinable_thread") \
+            else "_start_new_thread"
+        assert tgreen.monkey.is_object_patched("threading", start)
         orig_lock = tgreen.monkey.get_original("threading", "Lock")
         assert type(orig_lock()).__module__ == "_thread" and orig_lock is not threading.Lock
         real_ident = tgreen.monkey.get_original("_thread", "get_ident")

@@ -44,14 +44,48 @@ Rules of this file:
    main thread's ident does not change under patching and stays usable with
    ``signal.pthread_kill`` and ``sys._current_frames()``. ``_local`` keeps
    one attribute dict per greenlet.
+4. Only names this CPython's ``_thread`` has are put on it (``green_names``);
+   every other name it has is kept on purpose (``KEPT``), so a new CPython
+   that grows a name shows up as unaccounted for, not as a silent hole.
+
+How each CPython's ``threading`` is served
+------------------------------------------
+``threading.py`` is pure Python over ``_thread``; what it needs from a thread
+changed in 3.13, and each version gets the green form of *its* API:
+
+* 3.10-3.12: ``Thread.start`` calls ``start_new_thread``; ``join`` waits on a
+  "thread-state lock" from ``_set_sentinel`` that C releases when the thread
+  ends. Green threads get a green lock from ``_set_sentinel``, released by
+  the greenlet's last act. ``_thread.daemon_threads_allowed`` and
+  ``_is_main_interpreter`` (3.12) are answered by C unchanged.
+* 3.13+: ``_set_sentinel`` is gone. ``Thread`` owns a ``_ThreadHandle``
+  (``ident``, ``join``, ``is_done``, ``_set_done``) that
+  ``start_joinable_thread(fn, handle, daemon)`` starts; the main thread and
+  dummy threads get theirs from ``_make_thread_handle(ident)``, and
+  ``threading._shutdown`` marks the main one done, then calls
+  ``_thread._shutdown()`` to wait for the non-daemon handles. All of these
+  have green versions here: a handle is a state plus a ``WaitQueue``, a
+  green thread marks its handle done as its last act, and ``_shutdown``
+  joins the non-daemon green handles greenly. ``LockType`` can be
+  instantiated (``threading.Lock`` *is* the type). In a forked child the
+  handles of threads that did not survive the fork are marked done, as C
+  does for its own.
+* 3.14: ``threading`` also calls ``_thread.set_name`` to name the OS thread
+  after the ``Thread``; from a green thread that would rename the process's
+  thread, so there it does nothing.
+
+Threads that a plain OS thread starts stay real threads on every version,
+with the same green end-of-thread duties (sentinels, handle, locals).
 """
 
 from __future__ import annotations
 
 import sys
+import weakref
 from collections import deque
 from collections.abc import Callable
 from contextvars import Context as _Context
+from operator import index as _index
 from typing import Any
 from weakref import ref as _weakref
 
@@ -64,9 +98,12 @@ __all__ = [
     "TIMEOUT_MAX",
     "LockType",
     "RLock",
+    "_ThreadHandle",
     "_count",
     "_local",
+    "_make_thread_handle",
     "_set_sentinel",
+    "_shutdown",
     "allocate",
     "allocate_lock",
     "error",
@@ -75,7 +112,9 @@ __all__ = [
     "get_ident",
     "get_native_id",
     "interrupt_main",
+    "set_name",
     "stack_size",
+    "start_joinable_thread",
     "start_new",
     "start_new_thread",
 ]
@@ -85,6 +124,13 @@ _c_get_ident = _originals.get("_thread", "get_ident")
 _c_count = _originals.get("_thread", "_count")
 _monotonic = _originals.get("time", "monotonic")
 _c_start_new_thread = _originals.get("_thread", "start_new_thread")
+_c_thread = _originals.module("_thread")
+_c_LockType = _c_thread.LockType
+try:
+    _c_LockType()
+    _LOCK_TYPE_CALLABLE = True  # 3.13+: threading.Lock is the type itself
+except TypeError:
+    _LOCK_TYPE_CALLABLE = False
 _main_os_ident = _originals.get("threading", "main_thread")().ident
 
 error = _originals.get("_thread", "error")
@@ -261,8 +307,13 @@ class LockType:
     _os_owner: int
 
     def __new__(cls, *args: Any, **kwargs: Any) -> LockType:
-        # Like the C type: locks come from allocate_lock(), not from the type.
-        raise TypeError("cannot create '_thread.lock' instances")
+        # Like the C type: before 3.13 locks come from allocate_lock() only;
+        # since 3.13 the type makes them too (``threading.Lock()``).
+        if not _LOCK_TYPE_CALLABLE:
+            raise TypeError("cannot create '_thread.lock' instances")
+        if args or kwargs:
+            raise TypeError(f"lock expected 0 arguments, got {len(args) + len(kwargs)}")
+        return _new_lock()
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         """Acquire the lock; False if ``blocking`` is false or ``timeout`` passed."""
@@ -391,6 +442,10 @@ class RLock:
     def _is_owned(self) -> bool:
         return self._count > 0 and self._owner == get_ident()
 
+    def locked(self) -> bool:
+        """Whether any thread holds it (3.14's ``RLock.locked``)."""
+        return self._block.locked()
+
     def _recursion_count(self) -> int:
         return self._count if self._owner == get_ident() else 0
 
@@ -487,8 +542,8 @@ def _Greenlet() -> type:
 class _ThreadGreenletMixin:
     """Runs ``start_new_thread``'s function the way ``_thread`` runs it in a
     thread: SystemExit ends it quietly, other errors go to
-    ``sys.unraisablehook``, and at the end the thread's sentinel locks are
-    released (``_set_sentinel``) and its ``_local`` dicts dropped."""
+    ``sys.unraisablehook``, and at the end the thread's end-of-thread duties
+    run (``_end_of_thread``)."""
 
     _tgreen_thread = True
 
@@ -508,12 +563,24 @@ class _ThreadGreenletMixin:
             _report_unraisable(e, fn)
         finally:
             _green_count -= 1
-            for lock in self.__dict__.pop("_tgreen_sentinels", ()):
-                if lock.locked():
-                    lock.release()
-            _clear_locals(self)
+            _end_of_thread(self)
             self._finish(None, exc)  # type: ignore[attr-defined]
             exc = None
+
+
+def _end_of_thread(g: Any) -> None:
+    """What C does when a thread's state is deleted, for the thread that ran
+    in ``g`` (a green thread, or the root greenlet of a real one): release its
+    ``_set_sentinel`` locks (3.10-3.12), drop its ``_local`` dicts, then mark
+    its ``_ThreadHandle`` done (3.13+), last, as C does."""
+    d = g.__dict__
+    for lock in d.pop("_tgreen_sentinels", ()):
+        if lock.locked():
+            lock.release()
+    handle = d.pop("_tgreen_handle", None)
+    _clear_locals(g)
+    if handle is not None:
+        handle._set_done()
 
 
 _thread_greenlet_class: type | None = None
@@ -556,26 +623,32 @@ def _report_unraisable(exc: BaseException, fn: Any) -> None:
         pass
 
 
-def start_new_thread(function: Callable[..., Any], args: tuple, kwargs: dict | None = None, /) -> int:
-    """Run ``function(*args, **kwargs)`` in a new greenlet; return its ident.
-
-    Called from the greenlet that runs an adopted loop (which may not wait),
-    the new greenlet runs at once until it first blocks, so that
-    ``Thread.start()`` there finds the thread started without waiting.
-    """
-    global _green_count
+def _check_start_args(function: Any, args: Any, kwargs: Any) -> None:
     if not callable(function):
         raise TypeError("first arg must be callable")
     if not isinstance(args, tuple):
         raise TypeError("2nd arg must be a tuple")
     if kwargs is not None and not isinstance(kwargs, dict):
         raise TypeError("optional 3rd arg must be a dictionary")
+
+
+def _start(function: Callable[..., Any], args: tuple, kwargs: dict,
+           handle: _ThreadHandle | None) -> int:
+    """Start a thread running ``function(*args, **kwargs)``: a green one, or
+    a real one when the caller is a plain OS thread. Returns its ident."""
+    global _green_count
     if current_hub_if_any() is None:
         # A plain OS thread (an executor worker) has no loop to run a green
         # thread on: what it starts stays a real thread.
-        return _c_start_new_thread(_run_real_thread, (function, args, kwargs or {}))
-    g = _thread_greenlet()(function, *args, **(kwargs or {}))
+        ident = _c_start_new_thread(_run_real_thread, (function, args, kwargs, handle))
+        if handle is not None and not handle._ident:
+            handle._ident = ident
+        return ident
+    g = _thread_greenlet()(function, *args, **kwargs)
     g.gr_context = _Context()  # a new thread starts with an empty context
+    if handle is not None:
+        handle._ident = id(g)
+        g._tgreen_handle = handle
     _green_count += 1
     hub = g.hub
     if getcurrent() is hub.root and hub._runner is None and hub.loop.is_running():
@@ -586,14 +659,29 @@ def start_new_thread(function: Callable[..., Any], args: tuple, kwargs: dict | N
     return id(g)
 
 
+def start_new_thread(function: Callable[..., Any], args: tuple, kwargs: dict | None = None, /) -> int:
+    """Run ``function(*args, **kwargs)`` in a new greenlet; return its ident.
+
+    Called from the greenlet that runs an adopted loop (which may not wait),
+    the new greenlet runs at once until it first blocks, so that
+    ``Thread.start()`` there finds the thread started without waiting.
+    """
+    _check_start_args(function, args, kwargs)
+    return _start(function, args, kwargs or {}, None)
+
+
 start_new = start_new_thread
 
 
-def _run_real_thread(function: Callable[..., Any], args: tuple, kwargs: dict) -> None:
+def _run_real_thread(function: Callable[..., Any], args: tuple, kwargs: dict,
+                     handle: _ThreadHandle | None) -> None:
     """``start_new_thread`` in a real thread: the same end-of-thread duties as
-    a green thread (sentinels, locals), since those objects are green ones."""
+    a green thread (sentinels, locals, handle), since those objects are green."""
     g = getcurrent()
     g._tgreen_thread = True
+    if handle is not None:
+        handle._ident = _c_get_ident()
+        g._tgreen_handle = handle
     try:
         function(*args, **kwargs)
     except SystemExit:
@@ -601,10 +689,7 @@ def _run_real_thread(function: Callable[..., Any], args: tuple, kwargs: dict) ->
     except BaseException as e:  # noqa: BLE001 - reported like _thread does
         _report_unraisable(e, function)
     finally:
-        for lock in g.__dict__.pop("_tgreen_sentinels", ()):
-            if lock.locked():
-                lock.release()
-        _clear_locals(g)
+        _end_of_thread(g)
 
 
 def exit() -> None:
@@ -616,13 +701,197 @@ exit_thread = exit
 
 
 def _set_sentinel() -> LockType:
-    """A lock released when the current green thread ends (``Thread.join``
-    waits on it)."""
+    """3.10-3.12: a lock released when the current green thread ends
+    (``Thread.join`` waits on it)."""
     lock = _new_lock()
     g = getcurrent()
     if getattr(g, "_tgreen_thread", False):
         g.__dict__.setdefault("_tgreen_sentinels", []).append(lock)
     return lock
+
+
+# -- 3.13+: thread handles ---------------------------------------------------------------
+
+_NOT_STARTED, _RUNNING, _DONE = 0, 1, 2
+# Non-daemon handles not done yet: what _shutdown() waits for.
+_shutdown_handles: set[_ThreadHandle] = set()
+# Every started handle not done yet: a forked child marks them done.
+_live_handles: weakref.WeakSet[_ThreadHandle] = weakref.WeakSet()
+
+
+class _ThreadHandle:
+    """A green ``_thread._ThreadHandle``: the joinable end of one thread.
+
+    ``ident`` is the thread's ident (0 until started); ``join`` waits for
+    the end greenly in greenlets and really in plain OS threads, like a
+    lock; the thread marks it done (``_set_done``) as its last act, and
+    ``threading._shutdown`` does so for the main thread's.
+    """
+
+    __slots__ = ("__weakref__", "_ident", "_state", "_waiters")
+
+    def __init__(self) -> None:
+        self._ident = 0
+        self._state = _NOT_STARTED
+        self._waiters = WaitQueue()
+
+    @property
+    def ident(self) -> int:
+        return self._ident
+
+    def is_done(self) -> bool:
+        return self._state == _DONE
+
+    def _set_running(self, ident: int) -> None:
+        self._ident = ident
+        self._state = _RUNNING
+        _live_handles.add(self)
+
+    def _set_done(self) -> None:
+        if self._state == _NOT_STARTED:
+            raise RuntimeError("thread not started")
+        self._state = _DONE
+        _shutdown_handles.discard(self)
+        _live_handles.discard(self)
+        self._waiters.wake_all()
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait until the thread has ended; ``timeout`` None (or negative,
+        as in C) waits for ever."""
+        state = self._state
+        if state == _NOT_STARTED:
+            raise RuntimeError("thread not started")
+        if state == _DONE:
+            return
+        if self._ident == get_ident():
+            raise RuntimeError("Cannot join current thread")
+        if timeout is not None:
+            if not isinstance(timeout, float):
+                timeout = _index(timeout)  # like C: a number, not a string
+            if timeout < 0:
+                timeout = None
+        self._waiters.park_until(self.is_done, self.is_done, timeout, "joining a thread")
+
+    def __repr__(self) -> str:
+        return f"<_thread._ThreadHandle object: ident={self._ident}>"
+
+
+_ThreadHandle.__module__ = "_thread"
+
+
+def start_joinable_thread(function: Callable[..., Any], handle: _ThreadHandle | None = None,
+                          daemon: bool = True) -> Any:
+    """3.13+: start ``function()`` in a new thread (a greenlet) and return
+    its handle; ``handle``, if given, must be a new ``_ThreadHandle``. The
+    interpreter's exit waits for threads started with ``daemon=False``."""
+    if not callable(function):
+        raise TypeError("thread function must be callable")
+    if handle is None:
+        handle = _ThreadHandle()
+    elif not isinstance(handle, _ThreadHandle):
+        if _c_start_joinable_thread is not None and isinstance(handle, _c_thread._ThreadHandle):
+            # A Thread made before patching carries a C handle, which only
+            # C can start and mark done: that thread stays a real one.
+            return _c_start_joinable_thread(function, handle=handle, daemon=daemon)
+        raise TypeError("'handle' must be a _ThreadHandle")
+    if handle._state != _NOT_STARTED:
+        raise RuntimeError("thread already started")
+    handle._set_running(0)
+    if not daemon:
+        _shutdown_handles.add(handle)
+    try:
+        _start(function, (), {}, handle)
+    except BaseException:
+        handle._state = _NOT_STARTED
+        _shutdown_handles.discard(handle)
+        _live_handles.discard(handle)
+        raise
+    return handle
+
+
+def _make_thread_handle(ident: int) -> _ThreadHandle:
+    """3.13+: a running handle for a thread ``threading`` did not start (the
+    main thread, a dummy thread)."""
+    handle = _ThreadHandle()
+    handle._set_running(ident)
+    return handle
+
+
+def _shutdown() -> None:
+    """3.13+: wait until every non-daemon thread started by
+    ``start_joinable_thread`` (but the caller) has ended."""
+    me = get_ident()
+    while True:
+        left = [h for h in list(_shutdown_handles) if h._ident != me and not h.is_done()]
+        if not left:
+            return
+        for h in left:
+            h.join()
+
+
+def set_name(name: str) -> None:
+    """3.14+: name the current OS thread; a green thread has none of its own
+    (naming it would rename the thread every greenlet shares), so only an
+    OS thread's root greenlet passes the call on."""
+    if getcurrent().parent is None and _c_set_name is not None:
+        _c_set_name(name)
+
+
+def _after_fork_in_child() -> None:
+    # Only the forking thread survives a fork: the others' handles are done
+    # (C does this for its own handles in _PyThread_AfterFork).
+    me = get_ident()
+    _shutdown_handles.clear()
+    for h in list(_live_handles):
+        if h._ident != me:
+            h._state = _DONE
+            h._waiters.clear()
+            _live_handles.discard(h)
+
+
+_c_start_joinable_thread = getattr(_c_thread, "start_joinable_thread", None)
+_c_set_name = getattr(_c_thread, "set_name", None)
+_originals.get("os", "register_at_fork")(after_in_child=_after_fork_in_child)
+
+
+# -- which names this CPython's _thread gets -----------------------------------------------
+
+# Names of the C ``_thread`` module kept as they are, on purpose (rule 4).
+KEPT = frozenset({
+    "TIMEOUT_MAX", "error", "stack_size", "get_native_id", "_ExceptHookArgs",
+    # The main greenlet keeps the OS thread's ident, so C's answers hold:
+    "_get_main_thread_ident", "_is_main_interpreter", "daemon_threads_allowed",
+    # 3.14: reads the OS thread's name, which a green thread shares.
+    "_get_name",
+})
+
+
+def green_names() -> dict[str, Any]:
+    """The green replacement of each name this CPython's ``_thread`` has,
+    except those in ``KEPT`` and those the patcher builds itself
+    (``_excepthook``, ``interrupt_main``)."""
+    green: dict[str, Any] = {
+        "allocate_lock": allocate_lock,
+        "allocate": allocate_lock,
+        "LockType": LockType,
+        "lock": LockType,  # 3.13+ alias of LockType
+        "RLock": RLock,
+        "get_ident": get_ident,
+        "start_new_thread": start_new_thread,
+        "start_new": start_new_thread,
+        "_local": _local,
+        "_count": _count,
+        "exit": exit,
+        "exit_thread": exit,
+        "_set_sentinel": _set_sentinel,  # 3.10-3.12
+        "start_joinable_thread": start_joinable_thread,  # 3.13+
+        "_ThreadHandle": _ThreadHandle,
+        "_make_thread_handle": _make_thread_handle,
+        "_shutdown": _shutdown,
+        "set_name": set_name,  # 3.14+
+    }
+    have = vars(_c_thread)
+    return {name: obj for name, obj in green.items() if name in have}
 
 
 # -- _local: one attribute dict per greenlet ----------------------------------------------
@@ -798,8 +1067,6 @@ class _local:
 
 _local.__module__ = "_thread"
 _local.__qualname__ = _local.__name__ = "_local"
-
-import weakref
 
 _type_infos = weakref.WeakKeyDictionary()
 

@@ -11,15 +11,21 @@
 Theory of operation
 -------------------
 The stdlib ``threading`` module is pure Python over ``_thread``. Like gevent,
-we patch the few ``_thread`` names it uses (``_start_new_thread``,
-``_allocate_lock``, ``get_ident``, ``_set_sentinel``, ``_CRLock``, ``local``;
-see ``tgreen._thread``) *in* the stdlib module, so ``Thread``, ``Condition``,
-``Semaphore``, ``Barrier`` and ``Timer`` stay the stdlib's own classes and
-simply become green. Then the bookkeeping that assumed OS
-threads is fixed: the main thread is re-keyed to the main greenlet's ident and
-given a green "thread state" lock so green threads can ``join`` it, and
+we patch the ``_thread`` names it binds at import *in* the stdlib module
+(``_THREADING_NAMES``: ``_start_new_thread``, ``_set_sentinel`` up to 3.12;
+``_start_joinable_thread``, ``_ThreadHandle``, ``_make_thread_handle``,
+``_thread_shutdown`` from 3.13; ``_allocate_lock``, ``get_ident``,
+``_CRLock``, ``local`` on all; see ``tgreen._thread`` for how each CPython's
+API is served), so ``Thread``, ``Condition``, ``Semaphore``, ``Barrier`` and
+``Timer`` stay the stdlib's own classes and simply become green. A name the
+stdlib binds from ``_thread`` that is in neither that table nor
+``tgreen._thread.KEPT`` (a newer CPython) gets a warning, not silence.
+Then the bookkeeping that assumed OS threads is fixed: the main thread keeps
+its OS ident (the main greenlet answers ``get_ident()`` with it) and is given
+a green end-of-thread marker (a "thread state" lock up to 3.12, a
+``_ThreadHandle`` from 3.13) so green threads can ``join`` it, and
 ``_shutdown`` (run by the interpreter at exit) waits for non-daemon green
-threads greenly.
+threads greenly, then for real ones.
 
 The loop's own threads must stay real (monkey rule 2): asyncio's default
 executor, its child watcher, Tornado's resolver threads. Rebinding their
@@ -97,8 +103,9 @@ def pristine_threading() -> types.ModuleType:
     # starts later get real sentinels.
     fake = types.ModuleType("_thread")
     fake.__dict__.update(vars(_originals.module("_thread")))
-    real_set_sentinel = fake._set_sentinel
-    fake._set_sentinel = _c_allocate_lock  # type: ignore[attr-defined]
+    real_set_sentinel = getattr(fake, "_set_sentinel", None)  # 3.10-3.12
+    if real_set_sentinel is not None:
+        fake._set_sentinel = _c_allocate_lock  # type: ignore[attr-defined]
     saved = sys.modules.get("_thread")
     sys.modules["_thread"] = fake
     try:
@@ -106,16 +113,20 @@ def pristine_threading() -> types.ModuleType:
     finally:
         if saved is not None:
             sys.modules["_thread"] = saved
-    mod._set_sentinel = real_set_sentinel  # type: ignore[attr-defined]
     # Its main thread is the process's main thread whichever thread runs
     # this, and its shutdown (called by ours) must not wait for that lock.
+    # (From 3.13 its main thread has a C handle that nothing waits for.)
     main = mod._main_thread  # type: ignore[attr-defined]
-    mod._shutdown_locks.discard(main._tstate_lock)  # type: ignore[attr-defined]
+    if real_set_sentinel is not None:
+        mod._set_sentinel = real_set_sentinel  # type: ignore[attr-defined]
+        mod._shutdown_locks.discard(main._tstate_lock)  # type: ignore[attr-defined]
     real_main = _originals.get("threading", "main_thread")()
     if main._ident != real_main.ident:
         mod._active.pop(main._ident, None)  # type: ignore[attr-defined]
         main._ident = real_main.ident
         main._native_id = getattr(real_main, "_native_id", None)
+        if real_set_sentinel is None:
+            main._handle = fake._make_thread_handle(main._ident)  # type: ignore[attr-defined]
         mod._active[main._ident] = main  # type: ignore[attr-defined]
     mod.__tgreen_original__ = True  # type: ignore[attr-defined]
     _pristine = mod
@@ -267,7 +278,10 @@ def _make_dummy_thread_class(std: types.ModuleType) -> type:
             me = weakref.ref(self)
 
             def forget(_: Any = None) -> None:
-                if active.get(ident) is me():
+                t = me()
+                if t is not None and isinstance(getattr(t, "_handle", None), _gthread._ThreadHandle):
+                    t._handle._set_done()  # 3.13+: is_alive() turns False
+                if active.get(ident) is t:
                     active.pop(ident, None)
 
             g = getcurrent()
@@ -367,43 +381,103 @@ def _make_interrupt_main(hub_of: Any) -> Any:
 def _make_shutdown(std: types.ModuleType, pristine: types.ModuleType) -> Any:
     from .hub import LoopExit
 
+    handles = "_thread_shutdown" in std.__dict__  # 3.13+
+    stdlib_shutdown = std._shutdown
+
+    def wait_for_green_threads() -> None:
+        main = std._main_thread
+        if handles:
+            # The stdlib's own _shutdown: its _main_thread._handle and
+            # _thread_shutdown are green ones by now.
+            stdlib_shutdown()
+            return
+        if main._is_stopped:
+            return
+        std.__dict__["_SHUTTING_DOWN"] = True
+        for atexit_call in reversed(std._threading_atexits):
+            atexit_call()
+        if main.ident == get_ident():
+            tlock = main._tstate_lock
+            if tlock is not None and tlock.locked():
+                tlock.release()
+            main._stop()
+        while True:
+            with std._shutdown_locks_lock:
+                locks = list(std._shutdown_locks)
+                std._shutdown_locks.clear()
+            if not locks:
+                break
+            for lock in locks:
+                lock.acquire()
+                lock.release()
+
     def _shutdown() -> None:
         """Wait until every non-daemon green thread has finished (the
         interpreter calls this at exit), then do the same for real threads."""
-        main = std._main_thread
-        if not main._is_stopped:
-            std.__dict__["_SHUTTING_DOWN"] = True
-            for atexit_call in reversed(std._threading_atexits):
-                atexit_call()
-            if main.ident == get_ident():
-                tlock = main._tstate_lock
-                if tlock is not None and tlock.locked():
-                    tlock.release()
-                main._stop()
+        try:
+            wait_for_green_threads()
+        except LoopExit:
+            # A non-daemon green thread waits for something nothing can
+            # do any more (its loop was closed, say). Real threads would
+            # hang the exit here; say so and exit.
+            main = std._main_thread
+            left = [t for t in std._enumerate() if not t.daemon and t is not main]
             try:
-                while True:
-                    with std._shutdown_locks_lock:
-                        locks = list(std._shutdown_locks)
-                        std._shutdown_locks.clear()
-                    if not locks:
-                        break
-                    for lock in locks:
-                        lock.acquire()
-                        lock.release()
-            except LoopExit:
-                # A non-daemon green thread waits for something nothing can
-                # do any more (its loop was closed, say). Real threads would
-                # hang the exit here; say so and exit.
-                left = [t for t in std._enumerate() if not t.daemon and t is not main]
-                try:
-                    sys.stderr.write(f"tgreen: exiting without {len(left)} non-daemon green "
-                                     f"thread(s) that can never finish: {left!r}\n")
-                except Exception:  # noqa: BLE001 - stderr may be gone
-                    pass
+                sys.stderr.write(f"tgreen: exiting without {len(left)} non-daemon green "
+                                 f"thread(s) that can never finish: {left!r}\n")
+            except Exception:  # noqa: BLE001 - stderr may be gone
+                pass
         pristine._shutdown()
 
     _shutdown.__module__ = "threading"
     return _shutdown
+
+
+# What the stdlib ``threading`` binds from ``_thread`` at import, by its own
+# name there, and the ``_thread`` name whose green version replaces it. Only
+# the names this CPython's threading has are patched (see tgreen._thread for
+# which version has which).
+_THREADING_NAMES = {
+    "_start_new_thread": "start_new_thread",  # 3.10-3.12
+    "_set_sentinel": "_set_sentinel",  # 3.10-3.12
+    "_start_joinable_thread": "start_joinable_thread",  # 3.13+
+    "_ThreadHandle": "_ThreadHandle",  # 3.13+
+    "_make_thread_handle": "_make_thread_handle",  # 3.13+
+    "_thread_shutdown": "_shutdown",  # 3.13+
+    "_LockType": "LockType",  # 3.13+
+    "_set_name": "set_name",  # 3.14+
+    "_allocate_lock": "allocate_lock",
+    "get_ident": "get_ident",
+    "_CRLock": "RLock",
+    "local": "_local",
+}
+
+
+def _threading_names(std: types.ModuleType) -> dict[str, Any]:
+    """The green object for each ``_thread`` name this CPython's threading
+    bound, and a warning for any it bound that tgreen does not know."""
+    green = _gthread.green_names()
+    have = std.__dict__
+    out = {alias: green[name] for alias, name in _THREADING_NAMES.items()
+           if alias in have and have[alias] is not None and name in green}
+    # threading.Lock: allocate_lock up to 3.12, the lock type from 3.13.
+    out["Lock"] = _gthread.LockType if have.get("Lock") is have.get("_LockType", ()) \
+        else _gthread.allocate_lock
+    c_thread = _originals.module("_thread")
+    by_id = {id(v): k for k, v in vars(c_thread).items()
+             if callable(v) and not k.startswith("__")}
+    for alias, value in have.items():
+        name = by_id.get(id(value))
+        if name is not None and alias not in out and name not in _gthread.KEPT \
+                and name not in ("_excepthook", "interrupt_main") and alias != "Lock":
+            import warnings
+
+            from .monkey import MonkeyPatchWarning
+
+            warnings.warn(f"tgreen: threading.{alias} is _thread.{name}, which tgreen does "
+                          f"not know on Python {sys.version_info[0]}.{sys.version_info[1]}; "
+                          "it stays the C one", MonkeyPatchWarning, stacklevel=3)
+    return out
 
 
 def __patch__(patch: Any) -> None:
@@ -419,35 +493,22 @@ def __patch__(patch: Any) -> None:
     # The snapshot monkey hands the loop machinery (rule 2) and get_original.
     _originals._frozen["threading"] = pristine
 
-    green_thread = {
-        "allocate_lock": _gthread.allocate_lock,
-        "allocate": _gthread.allocate_lock,
-        "LockType": _gthread.LockType,
-        "RLock": _gthread.RLock,
-        "get_ident": _gthread.get_ident,
-        "start_new_thread": _gthread.start_new_thread,
-        "start_new": _gthread.start_new_thread,
-        "_local": _gthread._local,
-        "_count": _gthread._count,
-        "_set_sentinel": _gthread._set_sentinel,
-        "exit": _gthread.exit,
-        "exit_thread": _gthread.exit,
-    }
+    green_thread = _gthread.green_names()
+    green_threading = _threading_names(std)
+    shutdown = _make_shutdown(std, pristine)
     excepthook = _make_excepthook(std)
     green_thread["_excepthook"] = excepthook
     green_thread["interrupt_main"] = _make_interrupt_main(_gthread.get_hub)
     patch("_thread", green_thread)
+    if "_thread_local_info" in std.__dict__:
+        # 3.13+: where a dummy thread parks the object whose deletion, when
+        # its thread ends, drops it from _active: per greenlet, then.
+        green_threading["_thread_local_info"] = _gthread._local()
     patch("threading", {
-        "_start_new_thread": _gthread.start_new_thread,
-        "_allocate_lock": _gthread.allocate_lock,
-        "Lock": _gthread.allocate_lock,
-        "_CRLock": _gthread.RLock,
-        "get_ident": _gthread.get_ident,
-        "_set_sentinel": _gthread._set_sentinel,
-        "local": _gthread._local,
+        **green_threading,
         "_DummyThread": _make_dummy_thread_class(std),
         "current_thread": _make_current_thread(std, pristine),
-        "_shutdown": _make_shutdown(std, pristine),
+        "_shutdown": shutdown,
         "excepthook": excepthook,
         "__excepthook__": excepthook,
         "Event": Event,
@@ -456,7 +517,7 @@ def __patch__(patch: Any) -> None:
 
     patch("_threading_local", {"local": _gthread._local})
 
-    _green_main_tstate_lock(std)
+    _green_main_thread_end(std)
     _fix_logging_locks()
 
     # concurrent.futures: Futures green, executors green unless the loop's.
@@ -467,14 +528,21 @@ def __patch__(patch: Any) -> None:
     del _threading_local
 
 
-def _green_main_tstate_lock(std: types.ModuleType) -> None:
-    """The main thread's C thread-state lock is only released at the very end
-    of the interpreter; a green thread joining the main thread must wait on
-    something green, which our ``_shutdown`` releases. (The main thread keeps
+def _green_main_thread_end(std: types.ModuleType) -> None:
+    """The main thread's C end marker (the thread-state lock up to 3.12, the
+    C ``_ThreadHandle`` from 3.13) only turns at the very end of the
+    interpreter; a green thread joining the main thread must wait on
+    something green, which our ``_shutdown`` marks. (The main thread keeps
     its ident: the main greenlet answers ``get_ident()`` with the OS one.)"""
     global _main_real_tstate_lock
     main = std._main_thread
-    if _main_real_tstate_lock is not None or main._tstate_lock is None:
+    if _main_real_tstate_lock is not None:
+        return
+    if "_thread_shutdown" in std.__dict__:  # 3.13+
+        _main_real_tstate_lock = main._handle
+        main._handle = _gthread._make_thread_handle(main._ident)
+        return
+    if main._tstate_lock is None:
         return
     _main_real_tstate_lock = main._tstate_lock
     with std._shutdown_locks_lock:
