@@ -785,3 +785,108 @@ def test_green_local_without_patching():
 
     assert [g.get() for g in [tgreen.spawn(f, i) for i in range(5)]] == list(range(5))
     assert loc.x == 0
+
+
+# -- every CPython's thread API ----------------------------------------------------------
+
+
+def test_every_thread_api_name_of_this_python_is_green_or_kept_on_purpose():
+    run("""
+        import warnings
+        import _thread, threading
+        from tgreen import _thread as gthread
+        from tgreen.monkey import get_original, is_object_patched
+        c_thread = get_original("_thread", "get_ident").__self__
+        for name, value in vars(c_thread).items():
+            if name.startswith("__") or not callable(value):
+                continue
+            assert (is_object_patched("_thread", name) or name in gthread.KEPT
+                    or name in ("_excepthook", "interrupt_main")), name
+        # threading's own copies of _thread names are the green ones too
+        green = set(map(id, gthread.green_names().values()))
+        for alias in ("_start_new_thread", "_start_joinable_thread", "_set_sentinel",
+                      "_ThreadHandle", "_make_thread_handle", "_thread_shutdown",
+                      "_allocate_lock", "get_ident", "_CRLock", "local"):
+            if alias in vars(threading):
+                assert id(getattr(threading, alias)) in green, alias
+    """.replace("import warnings", "import warnings; warnings.simplefilter('error')"))
+
+
+@pytest.mark.skipif(sys.version_info < (3, 13), reason="_thread has no _ThreadHandle before 3.13")
+def test_thread_handles_join_and_report_done_like_cpythons():
+    out = run("""
+        import _thread, threading, time, tgreen
+        t = threading.Thread(target=time.sleep, args=(0.3,))
+        t.start()
+        h = t._handle
+        assert isinstance(h, _thread._ThreadHandle) and h.ident == t.ident != 0
+        assert not h.is_done()
+        started = time.monotonic()
+        h.join(0.05)
+        assert not h.is_done() and t.is_alive()
+        h.join(); h.join()
+        assert h.is_done() and not t.is_alive()
+        print("joined after", round(time.monotonic() - started, 2))
+        for call, msg in ((_thread._ThreadHandle().join, "thread not started"),
+                          (lambda: _thread.start_joinable_thread(print, handle=h),
+                           "thread already started")):
+            try:
+                call()
+            except RuntimeError as e:
+                assert str(e) == msg, e
+            else:
+                raise AssertionError(msg)
+        def self_join():
+            try:
+                own.join()
+            except RuntimeError as e:
+                print("self join", e)
+        own = _thread.start_joinable_thread(self_join)
+        own.join()
+        # threading.Lock is the lock type since 3.13, and it is green
+        lock = threading.Lock()
+        assert type(lock) is threading.Lock is _thread.LockType
+        lock.acquire()
+        g = tgreen.spawn(lock.acquire)
+        tgreen.sleep(0.05)
+        assert not g.ready()
+        lock.release(); g.join(timeout=5)
+        assert g.ready() and lock.locked()
+        # a greenlet threading did not start is a dummy thread while it runs
+        box = []
+        tgreen.spawn(lambda: box.append(threading.current_thread())).join()
+        assert box[0] not in threading.enumerate()
+        try:
+            box[0].is_alive()
+        except RuntimeError:
+            print("dummy ended")
+    """)
+    assert "self join Cannot join current thread" in out.stdout
+    assert "dummy ended" in out.stdout
+    assert float(values(out)["joined"].split()[-1]) < 5  # a sanity bound
+
+
+def test_a_forked_child_sees_the_parents_other_threads_as_ended():
+    out = run("""
+        import os, threading, time
+        t = threading.Thread(target=time.sleep, args=(30,), daemon=True)
+        t.start()
+        stop = threading.Event()
+        u = threading.Thread(target=stop.wait)
+        u.start()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                assert not t.is_alive() and not u.is_alive()
+                t.join(); u.join()       # at once: those threads are not here
+                assert threading.current_thread() is threading.main_thread()
+                print("child ok", len(threading.enumerate()), flush=True)
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        assert t.is_alive() and u.is_alive()
+        stop.set(); u.join()
+        print("parent ok", t.is_alive(), u.is_alive())
+    """)
+    assert "child ok 1" in out.stdout, out.stdout + out.stderr
+    assert "parent ok True False" in out.stdout
