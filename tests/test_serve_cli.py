@@ -32,7 +32,10 @@ def test_help_documents_every_option():
 def test_python_m_and_console_script_entry_point_agree():
     from pathlib import Path
 
-    import tomllib
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
 
     data = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
     assert data["project"]["scripts"]["tgreen-serve"] == "tgreen.serve:main"
