@@ -42,18 +42,21 @@ def test_python_m_and_console_script_entry_point_agree():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--cores", "0"], "cores must be at least 1"),
-    (["--cores", "many"], "cores must be an integer"),
-    (["--workers", "-2"], "workers must be at least 1"),
+    (["--cores", "0"], "--cores must be at least 1"),
+    (["--cores", "many"], "--cores must be an integer"),
+    (["--workers", "-2"], "--workers must be at least 1"),
     (["--bind", "localhost:http"], "bad port"),
     (["--bind", "::1:80"], "[ADDR]:PORT"),
-    (["--keep-alive", "-1"], "keepalive_timeout"),
-    (["--graceful-timeout", "soon"], "graceful_timeout"),
-    (["--loop", "trio"], "loop must be one of asyncio, uvloop"),
-    (["--log-level", "loud"], "log_level must be one of"),
-    (["--forwarded-allow-ips", "10.0.0.300"], "not an IP address"),
-    (["--root-path", "app/"], "root_path"),
-    (["--certfile", "c.pem"], "certfile and keyfile go together"),
+    (["--keep-alive", "-1"], "--keep-alive must be a finite number of seconds"),
+    (["--graceful-timeout", "soon"], "--graceful-timeout must be a number of seconds"),
+    (["--loop", "trio"], "--loop must be one of asyncio, uvloop"),
+    (["--log-level", "loud"], "--log-level must be one of"),
+    (["--forwarded-allow-ips", "10.0.0.300"], "--forwarded-allow-ips: '10.0.0.300' is not an IP"),
+    (["--root-path", "app/"], "--root-path must start with '/'"),
+    (["--certfile", "c.pem"], "--certfile and --keyfile go together"),
+    (["--chdir", "/no/such/dir"], "--chdir /no/such/dir: No such file or directory"),
+    (["--user", "no-such-user-here"], "--user: no such user 'no-such-user-here'"),
+    (["--group", "no-such-group-here"], "--group: no such group 'no-such-group-here'"),
     (["--no-such-option"], "unrecognized arguments"),
 ])
 def test_bad_value_exits_nonzero_with_one_line(tmp_path, args, message):
@@ -76,13 +79,30 @@ def test_bad_app_spec_exits_nonzero_with_one_line(spec, message):
     assert out.stderr.strip().count("\n") == 0 and message in out.stderr
 
 
-def test_app_that_fails_to_import_stops_the_master(tmp_path):
-    app = write_app(tmp_path, "raise ImportError('no database driver')\n")
+def test_app_that_fails_to_import_stops_the_master_with_one_line_and_the_apps_traceback(tmp_path):
+    (tmp_path / "helper.py").write_text("def connect():\n    raise ImportError('no database driver')\n")
+    app = write_app(tmp_path, "import helper\nhelper.connect()\n")
     port = free_port()
-    out = run_cli(str(app), "--bind", f"127.0.0.1:{port}", "--workers", "2")
-    assert out.returncode != 0
-    assert "no database driver" in out.stderr
+    out = run_cli(str(app), "--bind", f"127.0.0.1:{port}", "--log-level", "warning")
+    assert out.returncode == 2
+    lines = [ln for ln in out.stderr.splitlines() if "[ERROR]" not in ln]
+    assert lines[0] == f"tgreen-serve: error: cannot load {app}: ImportError: no database driver"
+    assert lines[1] == "Traceback (most recent call last):"
+    # Only the user's frames: their app, their helper; no tgreen, no importlib.
+    frames = [ln for ln in lines if ln.startswith("  File ")]
+    assert frames == [f'  File "{app}", line 2, in <module>',
+                      f'  File "{tmp_path / "helper.py"}", line 2, in connect'], out.stderr
+    assert lines[-1] == "ImportError: no database driver"
     assert "failed to boot" in out.stderr
+
+
+def test_app_with_a_syntax_error_is_one_line_and_the_offending_line(tmp_path):
+    app = write_app(tmp_path, "def application(environ, start_response):\n    return [\n")
+    out = run_cli(str(app), "--bind", f"127.0.0.1:{free_port()}", "--log-level", "warning")
+    assert out.returncode == 2
+    lines = [ln for ln in out.stderr.splitlines() if "[ERROR]" not in ln]
+    assert lines[0].startswith(f"tgreen-serve: error: cannot load {app}: SyntaxError:"), out.stderr
+    assert f'  File "{app}", line 2' in lines and "tgreen" not in "".join(lines[1:]), out.stderr
 
 
 def test_app_without_application_or_app_is_refused(tmp_path):

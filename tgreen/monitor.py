@@ -123,11 +123,14 @@ class _Heartbeat:
 class Monitor:
     """Watches one hub. Created by ``start()``; see the module docstring."""
 
-    def __init__(self, hub: Any, threshold: float, stream: TextIO | None) -> None:
+    def __init__(self, hub: Any, threshold: float, stream: TextIO | None,
+                 limit: int | None = None, note: str = "") -> None:
         self.hub = hub
         self.threshold = threshold
         self.stream = stream
         self.reports = 0
+        self.limit = limit
+        self.note = note
         loop = hub.loop
         sel = getattr(loop, "_selector", None)
         self._wrapped: _Turns | None = None
@@ -212,10 +215,18 @@ class Monitor:
         msg = (f"tgreen.monitor: the event loop of thread {name} ({self.hub.thread_ident}) "
                f"has not turned for at least {held * 1000:.0f} ms (threshold "
                f"{self.threshold * 1000:.0f} ms); {who} holds the thread. It should "
-               "wait greenly or run the blocking call in tgreen.threadpool. Its stack "
+               "wait greenly or run the blocking call in tgreen.threadpool. "
+               f"{self.note + ' ' if self.note else ''}Its stack "
                f"(most recent call last):\n{stack}")
         self.reports += 1
         del frame
+        if self.limit is not None and self.reports >= self.limit:
+            # Done: stop watching from the loop's own thread (rule 1), so the
+            # selector wrapper goes and the watchdog thread can exit.
+            try:
+                self.hub.loop.call_soon_threadsafe(_stop_if_current, self)
+            except RuntimeError:
+                pass
         if self.stream is not None:
             try:
                 self.stream.write(msg + "\n")
@@ -306,11 +317,20 @@ def _watchdog() -> None:
         _thread_running = False
 
 
-def start(threshold_ms: float = 100, stream: TextIO | None = None, hub: Any = None) -> Monitor:
+def _stop_if_current(m: Monitor) -> None:
+    with _lock:
+        if _monitors.get(id(m.hub)) is not m:
+            return
+    stop(m.hub)
+
+
+def start(threshold_ms: float = 100, stream: TextIO | None = None, hub: Any = None,
+          limit: int | None = None, note: str = "") -> Monitor:
     """Report whenever ``hub`` (default: this thread's) is blocked for more
     than ``threshold_ms``. Reports go to the ``tgreen.monitor`` logger at
     WARNING, or to ``stream`` if given. Calling it again replaces the
-    threshold and stream."""
+    threshold and stream. ``limit``: stop watching after that many reports;
+    ``note``: a sentence added to each report (say why it matters here)."""
     global _thread_running
     if threshold_ms <= 0:
         raise ValueError("tgreen.monitor: threshold_ms must be > 0")
@@ -322,7 +342,7 @@ def start(threshold_ms: float = 100, stream: TextIO | None = None, hub: Any = No
         old = _monitors.pop(id(hub), None)
     if old is not None:
         old.close()
-    m = Monitor(hub, threshold_ms / 1000.0, stream)
+    m = Monitor(hub, threshold_ms / 1000.0, stream, limit, note)
     with _lock:
         _monitors[id(hub)] = m
         if not _thread_running:

@@ -302,13 +302,25 @@ def patch_all(socket: bool = True, dns: bool = True, time: bool = True, select: 
             _patch_from(flag, modname, green_modname)
 
 
+_USAGE = "usage: python -m tgreen.monkey SCRIPT [ARGS...] | -m MODULE [ARGS...]"
+_HELP = ("Run a Python script or module with tgreen.monkey.patch_all() applied first, so its\n"
+         "blocking standard-library calls (socket, time.sleep, select, ssl, threading, ...)\n"
+         "run greenly. ARGS become the script's sys.argv[1:].")
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m tgreen.monkey script.py args...``: run a script patched."""
     import runpy
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("-h", "--help"):
+        print(_USAGE + "\n\n" + _HELP)
+        return 0
     if not argv:
-        print("usage: python -m tgreen.monkey SCRIPT [ARGS...] | -m MODULE [ARGS...]", file=sys.stderr)
+        print(_USAGE, file=sys.stderr)
+        return 2
+    if argv[0].startswith("-") and argv[0] != "-m":
+        print(f"python -m tgreen.monkey: error: unknown option {argv[0]} (try --help)", file=sys.stderr)
         return 2
     patch_all()
     if argv[0] == "-m":

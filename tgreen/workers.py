@@ -23,8 +23,9 @@ gets a slot, a dead worker's slot is folded into the totals when it is
 reaped, and ``Master.worker_restarted(wid, reason)`` is the one hook to call
 whenever a worker is replaced (it counts ``tgreen_worker_restarts_total``).
 
-A worker whose app import or postfork hook fails exits with ``BOOT_ERROR``;
-the master then stops and exits non-zero instead of respawning it forever.
+A worker whose app import or postfork hook fails exits with ``BOOT_ERROR``
+(after one line and the app's own traceback); the master then stops and
+exits 2 instead of respawning it forever.
 
 Graceful stop, in a worker: accept what already waits in the kernel queue,
 close its copies of the listening sockets (once every process has closed
@@ -127,7 +128,7 @@ class Master:
             if self.boot_failed:
                 log.error("tgreen-serve: a worker failed to boot; stopping")
                 self.stop(graceful=False)
-                return 1
+                return 2
             if info is None:
                 continue
             sig = info.si_signo
@@ -247,7 +248,7 @@ class Master:
                 break
             self.workers.pop(pid, None)
         log.info("tgreen-serve: stopped")
-        return 1 if self.boot_failed else 0
+        return 2 if self.boot_failed else 0
 
     def _close_sockets(self) -> None:
         for sock in self.sockets:
@@ -276,10 +277,10 @@ def _worker_main(wid: int, master_pid: int, sockets: list, cfg: Config, app_spec
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
-    from . import _postfork
+    from . import _postfork, _serve_setup
     from . import loop as loop_mod
     from .wsgi import WSGIServer
-    from .wsgi._loader import AppLoadError, load_app
+    from .wsgi._loader import load_app, load_error_report
 
     # Anything failing before the server runs is a boot error: the master
     # stops instead of respawning a worker that can never serve.
@@ -296,17 +297,10 @@ def _worker_main(wid: int, master_pid: int, sockets: list, cfg: Config, app_spec
             from .wsgi.metrics import attach
 
             attach(server, metrics.block, metrics.child_slot, metrics.sockets)
-        if cfg.block_warning_ms:
-            from . import monitor
-            from .hub import get_hub
-
-            monitor.start(cfg.block_warning_ms, hub=get_hub())
-    except AppLoadError as e:
-        sys.stderr.write(f"tgreen-serve: worker {wid}: {e}\n")
-        return BOOT_ERROR
-    except BaseException:
-        sys.stderr.write(f"tgreen-serve: worker {wid}: cannot load {app_spec}:\n")
-        traceback.print_exc()
+        _serve_setup.start_block_report(cfg)
+    except BaseException as e:
+        # One line, then the app's own frames (not tgreen's): _loader.
+        sys.stderr.write(load_error_report(app_spec, e))
         return BOOT_ERROR
 
     if cfg.max_requests:

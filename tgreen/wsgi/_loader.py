@@ -11,6 +11,9 @@ name, ``application`` then ``app`` is used. ::
 ``check_spec`` validates the form (and that a file exists) without
 importing anything: the master process uses it so a typo fails at once with
 one line, while the import itself happens in each worker after fork.
+``load_error_report`` turns a failed load into what the user needs: one line,
+then the traceback of *their* code only (tgreen's and importlib's frames
+are noise to someone whose module raised).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["load_app", "check_spec", "AppLoadError"]
+__all__ = ["AppLoadError", "check_spec", "load_app", "load_error_report"]
 
 DEFAULT_NAMES = ("application", "app")
 
@@ -113,3 +116,34 @@ def load_app(spec: str) -> Callable:
     if not callable(obj):
         raise AppLoadError(f"{spec} is not callable (got {type(obj).__name__})")
     return obj
+
+
+_TGREEN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _is_users_frame(filename: str) -> bool:
+    if filename.startswith("<frozen importlib"):
+        return False
+    path = os.path.abspath(filename)
+    return not (path == _TGREEN_DIR or path.startswith(_TGREEN_DIR + os.sep))
+
+
+def load_error_report(spec: str, exc: BaseException, prog: str = "tgreen-serve") -> str:
+    """``PROG: error: cannot load SPEC: ExcType: message`` and, if the user's
+    own code is in the traceback, those frames (most recent call last)."""
+    import traceback
+
+    if isinstance(exc, AppLoadError):
+        return f"{prog}: error: {exc}\n"
+    only = traceback.format_exception_only(type(exc), exc)
+    first = only[-1].strip()
+    line = f"{prog}: error: cannot load {spec}: {first}\n"
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if _is_users_frame(f.filename)]
+    if not frames and not isinstance(exc, SyntaxError):
+        return line
+    out = [line]
+    if frames:
+        out.append("Traceback (most recent call last):\n")
+        out.extend(traceback.format_list(frames))
+    out.extend(only)
+    return "".join(out)

@@ -172,6 +172,38 @@ def _access_log_format(name: str, value: Any) -> str | None:
     return check_format(name, value)
 
 
+def _bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    v = str(value).strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"tgreen: {name} must be true or false (got {value!r})")
+
+
+def _account(kind: str) -> Callable[[str, Any], int | None]:
+    """A user or group given by name or number, resolved to its id now, so a
+    typo fails at start-up rather than in every worker."""
+    def parse(name: str, value: Any) -> int | None:
+        if value is None or value == "":
+            return None
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+        s = str(value).strip()
+        if s.isdigit():
+            return int(s)
+        import grp
+        import pwd
+
+        try:
+            return pwd.getpwnam(s).pw_uid if kind == "user" else grp.getgrnam(s).gr_gid
+        except KeyError:
+            raise ConfigError(f"tgreen: {name}: no such {kind} {s!r}") from None
+    return parse
+
+
 def _loop(name: str, value: Any) -> str | None:
     if value is None:
         return None
@@ -190,6 +222,7 @@ class Option:
     metavar: str | None = None
     group: str = "server"
     repeat: bool = False           # the flag may be given several times
+    switch: bool = False           # the flag takes no value: giving it sets `not default`
 
     @property
     def cli_flag(self) -> str:
@@ -278,6 +311,29 @@ OPTIONS: tuple[Option, ...] = (
     Option("block_warning_ms", 0, _int(0),
            "Blocking detector: log the stack of whatever holds a worker's loop longer than this "
            "many milliseconds (tgreen.monitor). 0: off (default).", metavar="MS", group="logging"),
+    # the master's process (tgreen.serve, tgreen/_serve_setup.py)
+    Option("patch", True, _bool,
+           "Do not apply tgreen.monkey.patch_all() in the master before the app is imported "
+           "(for apps that are green by construction). Unpatched, a blocking call holds the whole "
+           "worker; one longer than a second is logged once per worker.",
+           flag="--no-patch", switch=True, group="process"),
+    Option("pid", None, _str_or_none, "Write the master's PID to FILE; removed at exit.",
+           metavar="FILE", group="process"),
+    Option("chdir", None, _str_or_none,
+           "Change to DIR before anything else (the app and other relative paths are found "
+           "from there).", metavar="DIR", group="process"),
+    Option("user", None, _account("user"),
+           "Run the workers as USER (name or uid), and as its primary group unless --group is "
+           "given. The master keeps its own user (it binds and supervises, never runs the app).",
+           metavar="USER", group="process"),
+    Option("group", None, _account("group"), "Run the workers as GROUP (name or gid).",
+           metavar="GROUP", group="process"),
+    # where settings come from (tgreen/wsgi/_settings_sources.py)
+    Option("config", None, _str_or_none,
+           "Read settings from a TOML file: each key is a flag's name without '--' "
+           "(workers = 2, keep-alive = 5, bind = [\"127.0.0.1:8000\"], no-patch = true) and "
+           "app = \"MODULE_OR_FILE[:CALLABLE]\". Flags win over TGREEN_SERVE_<FLAG> environment "
+           "variables, which win over the file.", metavar="FILE", group="config"),
 )
 
 _BY_NAME = {o.name: o for o in OPTIONS}
