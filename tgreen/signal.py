@@ -95,6 +95,12 @@ _pausers: list[Waiter] = []
 # Keyed to the loop so a replaced or closed loop (fork, a new hub) cannot
 # leave the flag set forever.
 _queued: dict[int, Any] = {}
+# signum -> how many runs of its handler are nested synchronously right now;
+# signals delivered past _MAX_NESTED of them run once more when the deepest
+# returns (_run_now_coalesced).
+_MAX_NESTED = 8
+_running_now: dict[int, int] = {}
+_rerun_now: set[int] = set()
 
 
 def _is_ours(installed: Any) -> bool:
@@ -145,7 +151,7 @@ def _dispatch(signum: int, frame: Any) -> None:
     interrupted = getcurrent()
     if hub is None or hub.loop.is_closed() or (
             not hub.loop.is_running() and hub._runner is None):
-        _run_now(handler, signum, frame, interrupted)
+        _run_now_coalesced(signum, frame, interrupted)
         _wake_pausers(hub)
         return
     loop = hub.loop
@@ -158,6 +164,38 @@ def _dispatch(signum: int, frame: Any) -> None:
         if _queued.get(signum) is loop:
             del _queued[signum]
         _run_now(handler, signum, frame, interrupted)
+
+
+def _run_now_coalesced(signum: int, frame: Any, interrupted: greenlet) -> None:
+    """Run the handler at once, nesting as CPython does, but only so deep.
+
+    CPython checks for signals inside a running handler too, so a delivery
+    during a handler runs it again, nested. A handler here costs a greenlet
+    and a switch, and a fast interval timer outpaces that: one nested run per
+    delivery until RecursionError. Past ``_MAX_NESTED`` runs of one signal's
+    handler, a delivery sets the per-signal flag instead, and the deepest run
+    repeats the handler once when it returns (CPython's coalescing).
+    """
+    depth = _running_now.get(signum, 0)
+    if depth >= _MAX_NESTED:
+        _rerun_now.add(signum)
+        return
+    _running_now[signum] = depth + 1
+    try:
+        while True:
+            _rerun_now.discard(signum)
+            handler = _handlers.get(signum)
+            if handler is None:
+                return
+            _run_now(handler, signum, frame, interrupted)
+            if signum not in _rerun_now:
+                return
+    finally:
+        if depth:
+            _running_now[signum] = depth
+        else:
+            del _running_now[signum]
+            _rerun_now.discard(signum)
 
 
 def _run_now(handler: Callable, signum: int, frame: Any, interrupted: greenlet) -> None:
