@@ -17,7 +17,7 @@ MAIN = greenlet.getcurrent()
 
 
 def run(code: str, timeout: float = 20) -> str:
-    out = subprocess.run([sys.executable, "-c", PRELUDE + textwrap.dedent(code)],
+    out = subprocess.run([sys.executable, "-c", PRELUDE + textwrap.dedent(code)], check=False,
                          capture_output=True, text=True, timeout=timeout)
     assert out.returncode == 0, out.stdout + out.stderr
     return out.stdout
@@ -172,7 +172,7 @@ def test_sigterm_handler_raising_SystemExit_ends_the_program():
         tgreen.spawn_later(0.05, os.kill, os.getpid(), signal.SIGTERM)
         time.sleep(5)
         print("not reached")
-    """)], capture_output=True, text=True, timeout=20)
+    """)], check=False, capture_output=True, text=True, timeout=20)
     assert proc.returncode == 7, proc.stdout + proc.stderr
     assert "not reached" not in proc.stdout
 

@@ -370,6 +370,36 @@ def test_queue_producer_consumer_with_timeouts():
     assert int(out["ticks"]) >= 8  # the ticker ran while we waited
 
 
+def test_a_fresh_import_of_C_queue_waits_greenly():
+    # CPython's test_queue imports queue afresh with a fresh _queue: C's
+    # SimpleQueue.get() blocked the OS thread while its producers were
+    # green threads of that very thread (a deadlock).
+    out = values(run("""
+        import threading, _queue, queue, tgreen.queue
+        from test.support import import_helper
+        c_queue = import_helper.import_fresh_module("queue", fresh=["_queue"])
+        py_queue = import_helper.import_fresh_module("queue", blocked=["_queue"])
+        print("fresh_c", c_queue.SimpleQueue is tgreen.queue.SimpleQueue)
+        print("blocked_c", py_queue.SimpleQueue is py_queue._PySimpleQueue)
+        print("patched", _queue.SimpleQueue is tgreen.queue.SimpleQueue)
+        q = c_queue.SimpleQueue()
+        def produce():
+            for i in range(100):
+                q.put(i)
+        ts = [threading.Thread(target=produce) for _ in range(4)]
+        for t in ts: t.start()
+        got = [q.get(timeout=5) for _ in range(400)]   # green waits: the producers run
+        for t in ts: t.join()
+        print("got", sorted(got) == sorted(list(range(100)) * 4))
+        try:
+            q.get(timeout=1e-5)
+        except c_queue.Empty:
+            print("empty", True)
+    """))
+    assert out == {"fresh_c": "True", "blocked_c": "True", "patched": "True", "got": "True",
+                   "empty": "True"}, out
+
+
 def test_thread_pool_executor_workers_are_green():
     out = values(run("""
         import concurrent.futures as cf, threading, time

@@ -17,6 +17,14 @@ park in a thread with a hub and a real block elsewhere, and wake-ups cross
 threads with ``call_soon_threadsafe``. The mutex is never held while a caller
 is parked, so within one thread it is never contended.
 
+C's ``_queue.SimpleQueue`` blocks the OS thread in ``get()``, so green
+producers in that thread could never run: patching puts the green
+``SimpleQueue`` in ``_queue`` as well as in ``queue``, and a meta path finder
+gives every *fresh* import of ``_queue`` (``import_fresh_module``, a
+``queue.py`` executed again) the green class too, once the C module has
+loaded (with the one ``queue.Empty`` it raises). Importing with ``_queue``
+blocked still gets the pure-Python one.
+
 Extensions over the stdlib: ``join(timeout)`` returns whether all tasks are
 done, ``peek()``, ``len(q)``, iteration (``for item in q`` gets forever), and
 ``JoinableQueue`` as an alias of ``Queue``. A queue is always true, even
@@ -26,6 +34,7 @@ empty (``__bool__``), like the stdlib's which has no ``__len__``.
 from __future__ import annotations
 
 import heapq
+import sys
 import types
 from collections import deque
 from collections.abc import Callable
@@ -381,3 +390,52 @@ class SimpleQueue:
 
     def __bool__(self) -> bool:
         return True
+
+
+class _GreenCQueueLoader:
+    """Loads ``_queue`` with the real loader, then puts the green class in."""
+
+    def __init__(self, loader: Any) -> None:
+        self._loader = loader
+
+    def create_module(self, spec: Any) -> Any:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        self._loader.exec_module(module)
+        module.SimpleQueue = SimpleQueue
+        # The green class raises the one queue.Empty; a fresh queue.py takes
+        # its Empty from here, so `except c_queue.Empty` catches it.
+        module.Empty = Empty
+
+
+class _GreenCQueueFinder:
+    """On ``sys.meta_path`` once patched: a fresh ``_queue`` gets the green
+    ``SimpleQueue`` (module docstring). Finds nothing else."""
+
+    @classmethod
+    def find_spec(cls, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if fullname != "_queue":
+            return None
+        for finder in sys.meta_path:
+            find = getattr(finder, "find_spec", None)
+            if finder is cls or find is None:
+                continue
+            spec = find(fullname, path, target)
+            if spec is not None:
+                if spec.loader is not None and not isinstance(spec.loader, _GreenCQueueLoader):
+                    spec.loader = _GreenCQueueLoader(spec.loader)
+                return spec
+        return None
+
+
+def __patch__(patch: Callable[[str, dict], None]) -> None:
+    """``patch_queue()``: the green classes in ``queue`` and ``_queue``."""
+    patch("queue", {n: globals()[n] for n in __implements__})
+    try:
+        import _queue  # noqa: F401 - patched below when the build has it
+    except ImportError:
+        return
+    patch("_queue", {"SimpleQueue": SimpleQueue})
+    if _GreenCQueueFinder not in sys.meta_path:
+        sys.meta_path.insert(0, _GreenCQueueFinder)
