@@ -920,3 +920,37 @@ def test_a_forked_child_sees_the_parents_other_threads_as_ended():
     """)
     assert "child ok 1" in out.stdout, out.stdout + out.stderr
     assert "parent ok True False" in out.stdout
+
+
+def test_green_lock_types_take_the_arguments_the_c_types_take():
+    with pytest.raises(TypeError):
+        class MyLock(gthread.LockType):  # the C lock type was never subclassable
+            pass
+    assert not gthread.RLock(1, a=2).locked()  # C's RLock ignores arguments
+    if sys.version_info >= (3, 13):  # the lock type makes locks since 3.13
+        lock = gthread.LockType()
+        assert lock.acquire(False) and not lock.acquire(False)
+    else:
+        with pytest.raises(TypeError):
+            gthread.LockType()
+
+
+def test_an_error_ending_a_green_thread_is_reported_as_cpython_reports_it():
+    out = run("""
+        import _thread, sys, time
+        seen = []
+        sys.unraisablehook = seen.append
+        def task():
+            raise ValueError("task failed")
+        _thread.start_new_thread(task, ())
+        time.sleep(0.05)
+        u = seen[0]
+        print("value", u.exc_value)
+        print("object", u.object is task, u.object is None)
+        print("message", u.err_msg == "Exception ignored in thread started by"
+              + (f" {task!r}" if sys.version_info >= (3, 13) else ""))
+    """)
+    v = values(out)
+    assert v["value"] == "task failed"
+    assert v["object"] == ("False True" if sys.version_info >= (3, 13) else "True False")
+    assert v["message"] == "True"

@@ -126,6 +126,7 @@ _monotonic = _originals.get("time", "monotonic")
 _c_start_new_thread = _originals.get("_thread", "start_new_thread")
 _c_thread = _originals.module("_thread")
 _c_LockType = _c_thread.LockType
+_UNRAISABLE_NAMES_FN = sys.version_info >= (3, 13)
 try:
     _c_LockType()
     _LOCK_TYPE_CALLABLE = True  # 3.13+: threading.Lock is the type itself
@@ -315,6 +316,10 @@ class LockType:
             raise TypeError(f"lock expected 0 arguments, got {len(args) + len(kwargs)}")
         return _new_lock()
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # The C lock type was never subclassable; 3.13 made that a test.
+        raise TypeError("type '_thread.lock' is not an acceptable base type")
+
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         """Acquire the lock; False if ``blocking`` is false or ``timeout`` passed."""
         if self._block.acquire(False):
@@ -401,7 +406,9 @@ class RLock:
 
     __slots__ = ("__weakref__", "_block", "_count", "_owner")
 
-    def __init__(self) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Arguments are accepted and ignored, as by the C type (3.13's
+        # threading.RLock warns about them before passing them on).
         self._block = _new_lock()
         self._owner: int | None = None
         self._count = 0
@@ -597,14 +604,19 @@ def _thread_greenlet() -> type:
 
 
 def _report_unraisable(exc: BaseException, fn: Any) -> None:
-    msg = "Exception ignored in thread started by"
+    # Up to 3.12 C reports the function as the unraisable's object; from
+    # 3.13 it names it in the message and the object is None.
+    if _UNRAISABLE_NAMES_FN:
+        msg, obj, line = f"Exception ignored in thread started by {fn!r}", None, "{msg}:\n"
+    else:
+        msg, obj, line = "Exception ignored in thread started by", fn, "{msg}: {fn!r}\n"
     hook = sys.unraisablehook
     if hook is sys.__unraisablehook__:
         import traceback
 
         try:
             text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-            sys.stderr.write(f"{msg}: {fn!r}\n{text}")
+            sys.stderr.write(line.format(msg=msg, fn=fn) + text)
             sys.stderr.flush()
         except Exception:  # noqa: BLE001 - stderr gone at shutdown
             pass
@@ -615,7 +627,7 @@ def _report_unraisable(exc: BaseException, fn: Any) -> None:
         exc_value = exc
         exc_traceback = exc.__traceback__
         err_msg = msg
-        object = fn
+        object = obj
 
     try:
         hook(UnraisableHookArgs)
