@@ -198,13 +198,17 @@ def test_greenlets_spawned_in_a_tornado_app_run_on_its_loop():
     async def handler():
         def work():
             tgreen.sleep(0.01)
-            results.append(asyncio.get_running_loop() is loop)
+            # The greenlet is synchronous code: no running loop, as in a thread...
+            results.append(asyncio._get_running_loop())
+            # ...but its waits run on the app's loop.
+            results.append(tgreen.get_hub().loop is loop)
         await tgreen.run_green(work)
+        results.append(asyncio.get_running_loop() is loop)
 
     loop = asyncio.new_event_loop()
     loop.run_until_complete(handler())
     loop.close()
-    assert results == [True]
+    assert results == [None, True, True]
 
 
 def test_uvloop_hub_runs_greenlets():

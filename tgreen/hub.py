@@ -56,7 +56,7 @@ from typing import Any, Callable
 
 from greenlet import getcurrent, greenlet
 
-from . import _originals
+from . import _asyncio_state, _originals
 
 __all__ = [
     "Hub",
@@ -193,6 +193,7 @@ class Hub:
         # OS threads, and bridged waits on futures resolved by other threads.
         self.pending_jobs = 0
         self._selector_guard = _install_selector_guard(self)
+        _asyncio_state.install()
         self.handle_error = self._default_handle_error
         if os.environ.get("TGREEN_MONITOR_MS"):  # the blocking detector, tgreen.monitor
             from . import monitor
@@ -222,6 +223,9 @@ class Hub:
         self._runner = cur
         self._runner_wake = None
         loop = self.loop
+        # A greenlet running a loop of its own (asyncio.run in it) waits by
+        # running ours: asyncio allows one running loop per slot.
+        own_loop = _asyncio_state.swap_running_loop(None)
         try:
             while True:
                 self._loop_exit = False
@@ -239,6 +243,8 @@ class Hub:
         finally:
             self._runner = None
             self._runner_wake = None
+            if own_loop is not None:
+                _asyncio_state.swap_running_loop(own_loop)
         kind, value = wake
         if kind:
             raise value
@@ -553,20 +559,52 @@ def get_hub() -> Hub:
     Inside a running loop (a Tornado app, ``asyncio.run``) the hub adopts that
     loop. Otherwise the thread gets a loop of its own (set as its current
     event loop so Tornado's ``IOLoop.current()`` finds it), created lazily.
+
+    Only a loop run by the thread's root greenlet is adopted. A loop that
+    synchronous code runs inside a greenlet (``asyncio.run`` in a greenlet)
+    is that greenlet's private business, as it would be a thread's: tgreen
+    calls made from its coroutines block the greenlet on the thread's hub.
     """
     loop = asyncio._get_running_loop()
     hub = getattr(_local, "hub", None)
-    if loop is None:
-        if hub is not None and not hub.loop.is_closed():
+    if loop is not None:
+        if hub is not None and hub.loop is loop:
             return hub
-        hub = _local.default = _default_hub()
-        _local.hub = hub
+        found = _known_hub(loop)
+        if found is None and getcurrent().parent is None:
+            found = _hub_for_loop(loop)
+        if found is not None:
+            _local.hub = found
+            return found
+    if hub is not None and not hub.loop.is_closed():
         return hub
-    if hub is not None and hub.loop is loop:
-        return hub
-    hub = _hub_for_loop(loop)
+    hub = _local.default = _default_hub()
     _local.hub = hub
     return hub
+
+
+def _known_hub(loop: asyncio.AbstractEventLoop) -> Hub | None:
+    h = _hubs_by_loop.get(id(loop))
+    return h if h is not None and h.loop is loop else None
+
+
+def hub_to_wait_through(loop: asyncio.AbstractEventLoop) -> Hub | None:
+    """The hub that a selector serving ``loop`` (running in the current
+    greenlet) waits through instead of blocking the thread, or None when
+    nothing else can run and it should block for real.
+
+    That is the hub the current greenlet belongs to, never ``loop``'s own:
+    a loop's selector cannot wait on the loop it serves."""
+    cur = getcurrent()
+    for hub in (getattr(cur, "hub", None), getattr(_local, "hub", None),
+                getattr(_local, "default", None)):
+        if not isinstance(hub, Hub) or hub.loop is loop or hub.loop.is_closed():
+            continue
+        if hub._runner is cur or (hub._runner is None and cur is hub.root
+                                  and hub.loop.is_running()):
+            continue  # it runs below us in this very greenlet
+        return hub
+    return None
 
 
 def _default_hub() -> Hub:
@@ -586,6 +624,9 @@ def _default_hub() -> Hub:
     if loop is None or loop.is_closed():
         loop = _new_loop()
         asyncio.set_event_loop(loop)
+    elif loop.is_running() and _known_hub(loop) is None:
+        # The current loop of a greenlet's own asyncio.run(), not ours.
+        loop = _new_loop()
     return _hub_for_loop(loop)
 
 
@@ -618,13 +659,16 @@ def current_hub_if_any() -> Hub | None:
     always counts as green; other threads only once they use tgreen."""
     loop = asyncio._get_running_loop()
     hub = getattr(_local, "hub", None)
-    if hub is not None and (loop is None or hub.loop is loop):
+    if loop is not None and (hub is None or hub.loop is not loop):
+        found = _known_hub(loop)
+        if found is not None:
+            return found
+        if getcurrent().parent is None:
+            # A loop the root greenlet runs: adopted on first use, in the main thread.
+            return get_hub() if _thread_get_ident() == _main_thread_ident else None
+        # A loop run inside a greenlet: that greenlet blocks on the thread's hub.
+    if hub is not None:
         return hub
-    if loop is not None:
-        with _hubs_lock:
-            h = _hubs_by_loop.get(id(loop))
-        if h is not None and h.loop is loop:
-            return h
     if _thread_get_ident() == _main_thread_ident:
         return get_hub()
     return None
@@ -658,7 +702,5 @@ def peek_hub() -> Hub | None:
         return hub
     loop = asyncio._get_running_loop()
     if loop is not None:
-        h = _hubs_by_loop.get(id(loop))
-        if h is not None and h.loop is loop:
-            return h
+        return _known_hub(loop)
     return None

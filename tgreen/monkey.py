@@ -38,6 +38,7 @@ from . import _originals
 __all__ = [
     "patch_all", "patch_socket", "patch_dns", "patch_time", "patch_select", "patch_selectors",
     "patch_ssl", "patch_thread", "patch_queue", "patch_subprocess", "patch_os", "patch_signal",
+    "patch_asyncio",
     "is_module_patched", "is_object_patched", "get_original", "MonkeyPatchWarning",
 ]
 
@@ -207,6 +208,23 @@ def patch_selectors() -> None:
     _after_patch("selectors")
 
 
+def patch_asyncio() -> None:
+    """Let a loop that asyncio creates inside a greenlet (``asyncio.run`` in
+    a greenlet) wait through the hub instead of blocking the thread: new
+    loops get ``tgreen.selectors.LoopSelector``. Loops that are not run in
+    a greenlet behave as before; tgreen's hub loops are not affected."""
+    import asyncio.selector_events
+
+    from . import selectors as gselectors
+    from ._asyncio_state import install
+
+    if is_module_patched("asyncio"):
+        return
+    asyncio.selector_events.selectors = gselectors.asyncio_selectors_module()  # type: ignore[attr-defined]
+    install()
+    _patched_modules.add("asyncio")
+
+
 def _patch_from(flag: str, modname: str, green_modname: str) -> bool:
     """Patch stdlib ``modname`` from green module ``tgreen.<green_modname>``.
 
@@ -271,7 +289,8 @@ def patch_signal() -> None:
 
 def patch_all(socket: bool = True, dns: bool = True, time: bool = True, select: bool = True,
               selectors: bool = True, ssl: bool = True, thread: bool = True, queue: bool = True,
-              subprocess: bool = True, os: bool = True, signal: bool = True) -> None:
+              subprocess: bool = True, os: bool = True, signal: bool = True,
+              asyncio: bool = True) -> None:
     """Patch every supported module; call it first thing in the program.
 
     Each flag turns one ``patch_<name>()`` on or off. With ``thread=True``
@@ -288,6 +307,8 @@ def patch_all(socket: bool = True, dns: bool = True, time: bool = True, select: 
         patch_select()
     if selectors:
         patch_selectors()
+    if asyncio:
+        patch_asyncio()
     # Modules not shipped in this release are skipped (is_module_patched
     # tells): a missing one must not stop the others.
     for flag, on, modname, green_modname in (

@@ -904,7 +904,7 @@ def main(argv=None):
     modules = [m.removeprefix("test.")
                for m in (args.modules or DEFAULT_MODULES)]
     for m in modules:
-        if not re.match(r"^test_\w+$", m):
+        if not re.match(r"^test_\w+(\.test_\w+)?$", m):
             ap.error(f"not a stdlib test module name: {m!r}")
 
     log_dir = args.log_dir or tempfile.mkdtemp(prefix=f"stdlib-{args.lib}-logs-")

@@ -1,0 +1,105 @@
+"""What asyncio sees in each greenlet: its running-loop slot.
+
+A greenlet that is not the hub is synchronous code, like a plain thread:
+there ``asyncio.get_running_loop()`` raises and ``asyncio._get_running_loop()``
+is None, so libraries that ask "am I in async code?" (Django's
+``async_unsafe``, asgiref, sniffio, ``asyncio.run`` itself) answer as they
+would in a thread. Coroutines and callbacks on the hub's loop still see it,
+and a greenlet that runs a loop of its own (``asyncio.run`` inside a
+greenlet) sees that one.
+
+asyncio keeps the running loop in one slot per OS thread
+(``asyncio.events._set_running_loop``), and greenlet does not switch it. So
+this module gives each greenlet its own slot: a greenlet switch tracer
+(``greenlet.settrace``, per thread) saves the slot into the greenlet being
+left and loads the one being entered. A greenlet never seen with a loop
+gets None.
+
+Rules of this file:
+
+1. The tracer, not the hub's switch points, owns the slot. The hub's
+   switches are few, but user code also switches greenlets directly (a
+   greenlet started from a coroutine with ``greenlet.switch``) and a
+   finished greenlet returns to its parent without going through the hub;
+   the tracer sees every switch. Cost: one Python call per switch (measured
+   in ``benchmarks/RESULTS.md``, "running-loop slot").
+2. A saved slot is an attribute of the greenlet, so it dies with it: no
+   table that could keep a dead greenlet or loop alive.
+3. Async generator hooks (``sys.set_asyncgen_hooks``) are per thread too,
+   and set by ``run_forever``. They are swapped only when a switch goes
+   from one running loop to another (the hub and a loop run inside a
+   greenlet), which never happens on the hub's hot path: otherwise an async
+   generator started by a coroutine on the hub would be finalized by the
+   greenlet's private loop.
+4. A tracer installed before ours (a profiler) is chained, not replaced.
+"""
+
+from __future__ import annotations
+
+import sys
+from asyncio import events as _events
+from typing import Any
+
+import greenlet as _greenlet
+
+from . import _originals
+
+__all__ = ["install", "swap_running_loop"]
+
+_get_running_loop = _events._get_running_loop
+_set_running_loop = _events._set_running_loop
+_set_hooks = sys.set_asyncgen_hooks
+
+# The greenlet attribute holding a left greenlet's running loop.
+_SLOT = "_tgreen_running_loop"
+
+_installed = _originals.get("threading", "local")()
+
+
+def _make_tracer(previous: Any) -> Any:
+    get, set_ = _get_running_loop, _set_running_loop
+
+    def tracer(event: str, args: tuple) -> None:
+        origin, target = args
+        try:
+            loop = get()
+            if loop is not None:
+                origin.__dict__[_SLOT] = loop
+            theirs = target.__dict__.pop(_SLOT, None)
+            if theirs is not loop:
+                set_(theirs)
+                if theirs is not None and loop is not None:  # rule 3
+                    _set_hooks(theirs._asyncgen_firstiter_hook,
+                               theirs._asyncgen_finalizer_hook)
+        except Exception:  # noqa: BLE001 - a tracer must never break a switch
+            pass
+        if previous is not None:
+            previous(event, args)
+
+    tracer._tgreen_slot_tracer = True  # type: ignore[attr-defined]
+    return tracer
+
+
+def install() -> None:
+    """Give every greenlet of this thread its own running-loop slot (idempotent)."""
+    if getattr(_installed, "done", False):
+        return
+    previous = _greenlet.gettrace()
+    if getattr(previous, "_tgreen_slot_tracer", False):
+        _installed.done = True
+        return
+    _greenlet.settrace(_make_tracer(previous))
+    _installed.done = True
+
+
+def swap_running_loop(loop: Any) -> Any:
+    """Set this greenlet's running loop to ``loop``; return the previous one.
+
+    For the hub's runner: a greenlet that runs a loop of its own (an
+    ``asyncio.run`` in it) and blocks runs the hub's loop inside its wait,
+    and asyncio refuses to start a loop while another is running."""
+    previous = _get_running_loop()
+    if previous is not loop:
+        _set_running_loop(loop)
+    return previous
+
