@@ -32,6 +32,16 @@ Rules of this file:
    generator started by a coroutine on the hub would be finalized by the
    greenlet's private loop.
 4. A tracer installed before ours (a profiler) is chained, not replaced.
+
+The thread's *current* loop (``asyncio.set_event_loop``, what
+``get_event_loop()`` and Tornado's ``IOLoop.current()`` answer outside a
+running loop) stays per thread, so greenlets keep finding the hub's loop:
+``tgreen.wait(AsyncHTTPClient().fetch(url))`` in a greenlet relies on it.
+But ``asyncio.run`` sets it to its own loop and then to None; run inside a
+greenlet, that would leave the whole thread without a current loop. So the
+policy's per-thread state is wrapped (``_PolicyState``): a greenlet other
+than the thread's root greenlet that sets a current loop sets it for itself
+only, until it sets None again.
 """
 
 from __future__ import annotations
@@ -44,7 +54,7 @@ import greenlet as _greenlet
 
 from . import _originals
 
-__all__ = ["install", "swap_running_loop"]
+__all__ = ["install", "swap_running_loop", "set_thread_event_loop"]
 
 _get_running_loop = _events._get_running_loop
 _set_running_loop = _events._set_running_loop
@@ -80,8 +90,68 @@ def _make_tracer(previous: Any) -> Any:
     return tracer
 
 
+# The greenlet attribute holding a greenlet's own current loop.
+_OWN_CURRENT = "_tgreen_current_loop"
+
+
+class _PolicyState:
+    """Stands in for the event loop policy's per-thread state (``policy._local``,
+    a ``threading.local`` with ``_loop`` and ``_set_called``): in a greenlet
+    that is not the thread's root, ``_loop`` set to a loop holds for that
+    greenlet only, until it is set to None (see the module docstring)."""
+
+    __slots__ = ("_tgreen_thread_state",)
+
+    def __init__(self, thread_state: Any) -> None:
+        object.__setattr__(self, "_tgreen_thread_state", thread_state)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "_loop":
+            own = _greenlet.getcurrent().__dict__.get(_OWN_CURRENT)
+            if own is not None:
+                return own
+        return getattr(self._tgreen_thread_state, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "_loop" and not getattr(_installed, "thread_wide", False):
+            g = _greenlet.getcurrent()
+            if g.parent is not None:
+                if value is None:
+                    g.__dict__.pop(_OWN_CURRENT, None)
+                else:
+                    g.__dict__[_OWN_CURRENT] = value
+                return
+        setattr(self._tgreen_thread_state, name, value)
+
+
+def _wrap_policy_state() -> None:
+    import asyncio
+
+    policy = asyncio.get_event_loop_policy()
+    state = getattr(policy, "_local", None)
+    if state is None or isinstance(state, _PolicyState) or not hasattr(state, "_loop"):
+        return
+    try:
+        policy._local = _PolicyState(state)  # type: ignore[attr-defined]
+    except (AttributeError, TypeError):
+        pass  # a policy without a settable _local: left as it is
+
+
+def set_thread_event_loop(loop: Any) -> None:
+    """``asyncio.set_event_loop(loop)`` for the whole thread, from any greenlet."""
+    import asyncio
+
+    _installed.thread_wide = True
+    try:
+        asyncio.set_event_loop(loop)
+    finally:
+        _installed.thread_wide = False
+
+
 def install() -> None:
-    """Give every greenlet of this thread its own running-loop slot (idempotent)."""
+    """Give every greenlet of this thread its own running-loop slot, and the
+    event loop policy its greenlet-aware state (idempotent)."""
+    _wrap_policy_state()
     if getattr(_installed, "done", False):
         return
     previous = _greenlet.gettrace()

@@ -623,7 +623,7 @@ def _default_hub() -> Hub:
         loop = None
     if loop is None or loop.is_closed():
         loop = _new_loop()
-        asyncio.set_event_loop(loop)
+        _asyncio_state.set_thread_event_loop(loop)
     elif loop.is_running() and _known_hub(loop) is None:
         # The current loop of a greenlet's own asyncio.run(), not ours.
         loop = _new_loop()

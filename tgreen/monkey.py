@@ -131,7 +131,11 @@ def _protect_loop_modules() -> None:
     import tornado.tcpserver  # noqa: F401
 
     names = {n for n, _ in _patched}
-    modnames = {m for m, _ in _patched}
+    # ssl stays live for them: they use ssl.MemoryBIO/SSLObject, never a green
+    # socket, and only isinstance-check SSLSocket (the green class subclasses
+    # the original). A snapshot would also hide a later replacement of
+    # ssl.create_default_context from asyncio (mock.patch in asyncio's tests).
+    modnames = {m for m, _ in _patched} - {"ssl"}
     for mname, m in list(sys.modules.items()):
         if m is None or not mname.startswith(_LOOP_MODULES):
             continue
