@@ -28,6 +28,21 @@ Who runs the loop ("the runner") depends on how tgreen is used:
   Tornado script's ``IOLoop.current().start()`` fails with "This event loop is
   already running".
 
+What asyncio sees: a greenlet is synchronous code. Only the runner (while it
+runs the loop) sees the loop as running; in every other greenlet
+``asyncio._get_running_loop()`` is None, as in a plain thread
+(``_asyncio_state.py`` keeps one running-loop slot per greenlet). Hence:
+
+* Adoption: a running loop is adopted as a hub only when the thread's root
+  greenlet runs it. A loop that sync code runs *inside a greenlet*
+  (``asyncio.run`` in a greenlet) is that greenlet's own; tgreen calls from
+  its coroutines use the thread's hub, and block that greenlet only.
+* Such a nested loop waits through the hub: its selector (``LoopSelector``,
+  or any of ``tgreen.selectors``) waits on the hub for the selector's fd, so
+  the other greenlets run meanwhile (``hub_to_wait_through``). When the hub's
+  loop is not running, the nested loop's greenlet becomes the runner for that
+  wait: ``_run_as_runner`` sets its running-loop slot aside meanwhile.
+
 Rules of this file:
 
 1. Every wake-up happens in a loop callback, i.e. in the runner. Greenlets
