@@ -48,6 +48,7 @@ import httptools
 from ._errors import HTTPError, error_response
 from ._input import HIGH_WATER, ClientDisconnected, Input, RequestError
 from ._response import run_request
+from ._timeout import stamp
 
 __all__ = ["HttpProtocol", "Request"]
 
@@ -104,6 +105,8 @@ class Request:
     headers_done = False
     upgrade = False
     forwarded = False
+    run_deadline = 0.0     # --timeout: when the running app is interrupted (_timeout.py)
+    core: Any = None       # --timeout: the core greenlet running it
 
     def __init__(self, start: float) -> None:
         self.url = b""
@@ -154,6 +157,7 @@ class HttpProtocol(asyncio.Protocol):
         limits = server.limits
         self._max_line, self._max_field, self._max_fields, self._max_head = limits
         self._header_timeout = self.cfg.header_timeout
+        self._req_timeout = self.cfg.timeout
 
     # -- connection lifecycle ---------------------------------------------------------
 
@@ -493,6 +497,8 @@ class HttpProtocol(asyncio.Protocol):
                 self.send_error(item.status)
                 return False
             self._serving = item
+            if self._req_timeout:
+                stamp(item, self._req_timeout)
             try:
                 keep = run_request(server, self, item)
             finally:

@@ -46,9 +46,11 @@ from greenlet import GreenletExit, getcurrent
 
 from ..bridge import wait
 from ..hub import Waiter
+from ..timeout import Timeout
 from ._environ import build
 from ._errors import HTTPError, error_response
 from ._input import ClientDisconnected, RequestError
+from ._timeout import RequestTimeout, timed_out
 from ._transport import SocketTransport
 
 __all__ = ["run_request", "FileWrapper", "SLICE"]
@@ -445,6 +447,8 @@ def run_request(server: Any, conn: Any, req: Any) -> bool:
         conn.abort()
     except RequestError as e:
         _fail(resp, conn, e.status, None)
+    except RequestTimeout as e:
+        timed_out(resp, conn, e)
     except GreenletExit:
         resp.keep = False
         resp.discard_pending()
@@ -452,7 +456,8 @@ def run_request(server: Any, conn: Any, req: Any) -> bool:
         raise
     except HTTPError as e:
         _fail(resp, conn, e.status, None)
-    except Exception as e:
+    except (Exception, Timeout) as e:
+        # A tgreen.Timeout of the app's own that it let escape is its error.
         _fail(resp, conn, 500, e)
     finally:
         close_iterable(result)

@@ -258,6 +258,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("write_timeout", 30.0, _seconds,
            "Abort a response the client does not read for this long, freeing its core (0: never). "
            "Default 30.", metavar="SECONDS", group="timeouts"),
+    Option("timeout", 0.0, _seconds,
+           "A request running longer gets tgreen.Timeout raised in its greenlet: its stack is logged, "
+           "it is answered 504 if its response has not started (else its connection closes) and its "
+           "core is freed. A worker whose loop makes no progress this long (a CPU loop, a blocking "
+           "call) is killed and replaced by the master. 0: off (default).",
+           metavar="SECONDS", group="timeouts"),
     Option("graceful_timeout", 30.0, _seconds,
            "On SIGTERM or stop(), wait this long for in-flight requests before closing them. "
            "Default 30.", metavar="SECONDS", group="timeouts"),

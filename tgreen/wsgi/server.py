@@ -34,7 +34,7 @@ import greenlet
 from .. import _originals
 from ..event import Event
 from ..hub import get_hub
-from . import _listen
+from . import _listen, _timeout
 from ._cores import Cores
 from ._environ import base_environ
 from ._protocol import LINGER, HttpProtocol
@@ -95,6 +95,7 @@ class WSGIServer:
         self.on_max_requests: Callable[[], Any] | None = None
         self._stopped = Event()
         self._stop_timer: Any = None
+        self._graceful_s = cfg.graceful_timeout
         self._stop_callbacks: list[Callable[[], Any]] = []
         self._accepting = True
         self._sweep_handle: Any = None
@@ -256,7 +257,8 @@ class WSGIServer:
 
     def _sweep_interval(self) -> float:
         cfg = self.cfg
-        timeouts = [t for t in (cfg.keepalive_timeout, cfg.header_timeout, cfg.body_timeout, LINGER) if t]
+        timeouts = [t for t in (cfg.keepalive_timeout, cfg.header_timeout, cfg.body_timeout, cfg.timeout,
+                                LINGER) if t]
         return max(0.02, min(1.0, min(timeouts) / 4))
 
     def _sweep(self) -> None:
@@ -273,6 +275,8 @@ class WSGIServer:
                 conn.on_deadline()
             except Exception as e:
                 log.error("tgreen: error timing out %r", conn, exc_info=e)
+        if self.cfg.timeout:
+            _timeout.expire(self, mono)
 
     def _update_date(self, now: float) -> None:
         self._second = int(now)
@@ -316,10 +320,14 @@ class WSGIServer:
         self._accepting = False
         if timeout is None:
             timeout = self.cfg.graceful_timeout
-        self._stop_timer = self.loop.call_later(timeout, self.close) if timeout else None
+        self._graceful_s = timeout
+        self._stop_timer = self.loop.call_later(timeout, self._graceful_expired) if timeout else None
         for conn in list(self.connections):
             conn.drain()
         self._check_drained()
+
+    def _graceful_expired(self) -> None:
+        self._close(f"graceful timeout ({self._graceful_s:g} s) expired")
 
     def _check_drained(self) -> None:
         if self.draining and not self.closed and not self.connections:
@@ -346,6 +354,9 @@ class WSGIServer:
 
     def close(self) -> None:
         """Stop now: close listeners and connections, end the cores."""
+        self._close("stopping now")
+
+    def _close(self, why: str) -> None:
         if self.closed:
             return
         self.closed = True
@@ -361,6 +372,7 @@ class WSGIServer:
                     lst.sock.close()
                 except OSError:
                     pass
+        _timeout.log_cut(self, why)
         for conn in list(self.connections):
             conn.abort()
         if self.cores is not None:
