@@ -45,8 +45,11 @@ import socket
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from typing import Any
 
+from . import _originals
+from ._lifeline import Lifeline, MasterEnd, WorkerEnd
 from .wsgi._listen import bind, describe
 from .wsgi.config import Config
 
@@ -62,23 +65,70 @@ _MASTER_SIGNALS = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT
 #: Seconds a fast stop (SIGINT) waits for workers before killing them.
 FAST_STOP_WAIT = 3.0
 
+# The master may run with patch_all() applied; it has no loop, so it must
+# wait with the real calls.
+_sigtimedwait = _originals.get("signal", "sigtimedwait")
+_waitpid = _originals.get("os", "waitpid")
+_sleep = _originals.get("time", "sleep")
+
+
+class _Worker:
+    """The master's record of one worker process."""
+
+    __slots__ = ("gen", "line", "pid", "ready", "retiring", "spawned_at", "stuck", "wid")
+
+    def __init__(self, pid: int, wid: int, gen: int, line: MasterEnd) -> None:
+        self.pid = pid
+        self.wid = wid
+        self.gen = gen              # the reload generation it belongs to
+        self.line = line
+        self.spawned_at = time.monotonic()
+        self.ready = False          # its server accepts (it said "ready")
+        self.retiring = False       # told to finish and exit: not respawned
+        self.stuck = False          # killed by the watchdog
+
 
 class Master:
-    """Binds, forks and supervises the workers. ``run()`` returns the exit status."""
+    """Binds, forks and supervises the workers. ``run()`` returns the exit status.
+
+    Hooks for code that watches the master: ``worker_restarted(wid, reason)``
+    is called for each replaced worker (it feeds ``--metrics-bind``);
+    ``counters`` holds running totals (``worker_restarts``, ``workers_stuck``
+    (watchdog kills), ``reloads``, ``reloads_failed``); each function in
+    ``listeners`` is called as
+    ``fn(event, info)`` on every event (``worker_ready``, ``worker_exit``,
+    ``worker_stuck``, ``reload``, ``reload_done``, ``reload_failed``);
+    ``message_handlers[kind]`` receives ``(worker, payload)`` for messages a
+    worker sent with ``tgreen._lifeline.send(kind, payload)``.
+    """
 
     def __init__(self, app_spec: str, cfg: Config) -> None:
         self.app_spec = app_spec
         self.cfg = cfg
         self.sockets: list = []
-        self.workers: dict[int, int] = {}        # pid -> worker id
-        self.spawned_at: dict[int, float] = {}   # worker id -> time of last fork
-        self.quick_deaths: dict[int, int] = {}   # worker id -> deaths soon after start
+        self.workers: dict[int, _Worker] = {}    # pid -> worker
+        self.gen = 1                              # the generation serving
+        self.pending_gen: int | None = None       # a reload on its way up
+        self.served = False                       # some worker was ever ready
+        self.respawn_at: dict[int, float] = {}    # worker id -> when (backoff)
+        self.quick_deaths: dict[int, int] = {}    # worker id -> deaths soon after start
         self.stopping = False
         self.boot_failed = False
         self.pid = os.getpid()
+        self.reloader: Any = None
+        self.counters = {"worker_restarts": 0, "workers_stuck": 0, "reloads": 0, "reloads_failed": 0}
+        self.listeners: list[Callable[[str, dict], Any]] = []
+        self.message_handlers: dict[str, Callable[[_Worker, str], Any]] = {}
         self._unix_paths: list[str] = []
         #: ``tgreen.wsgi.metrics.MasterMetrics`` with --metrics-bind, else None.
         self.metrics: Any = None
+
+    def _event(self, name: str, **info: Any) -> None:
+        for fn in list(self.listeners):
+            try:
+                fn(name, info)
+            except Exception as e:
+                log.error("tgreen-serve: a master listener failed on %s", name, exc_info=e)
 
     # -- the master's life -------------------------------------------------------------
 
@@ -114,21 +164,39 @@ class Master:
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _MASTER_SIGNALS)
         self._child_mask = old_mask
         try:
+            if cfg.reload:
+                from ._reloader import Reloader
+
+                self.reloader = Reloader(self.app_spec, self.pid, old_mask, self.sockets)
+                self.reloader.start()
             for wid in range(1, cfg.workers + 1):
-                self.spawn(wid)
+                self.spawn(wid, self.gen)
             return self._supervise()
         finally:
+            if self.reloader is not None:
+                self.reloader.stop()
             self._close_sockets()
             signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
 
+    def _tick(self) -> float:
+        """Seconds to wait for a signal before looking at the workers again."""
+        if any(not w.ready and not w.retiring for w in self.workers.values()) or self.respawn_at:
+            return 0.05   # a worker is booting: see its readiness soon
+        if self.cfg.timeout:
+            return max(0.05, min(1.0, self.cfg.timeout / 4))
+        return 1.0
+
     def _supervise(self) -> int:
         while True:
-            info = signal.sigtimedwait(_MASTER_SIGNALS, 1.0)
+            info = _sigtimedwait(_MASTER_SIGNALS, self._tick())
             self.reap()
+            self.read_lifelines()
             if self.boot_failed:
                 log.error("tgreen-serve: a worker failed to boot; stopping")
                 self.stop(graceful=False)
                 return 2
+            self.watchdog()
+            self.respawn_due()
             if info is None:
                 continue
             sig = info.si_signo
@@ -139,23 +207,25 @@ class Master:
                 log.info("tgreen-serve: %s: fast stop", signal.Signals(sig).name)
                 return self.stop(graceful=False)
             if sig == signal.SIGHUP:
-                log.info("tgreen-serve: SIGHUP: reloading %d workers", len(self.workers))
-                for pid in list(self.workers):
-                    _kill(pid, signal.SIGTERM)
+                self.reload("a source file changed" if self.reloader and self.reloader.fired(info)
+                            else "SIGHUP")
 
-    def spawn(self, wid: int) -> None:
+    def spawn(self, wid: int, gen: int) -> _Worker:
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
             except (OSError, ValueError):
                 pass
         slot = self.metrics.claim(wid) if self.metrics is not None else -1
+        line = Lifeline()
         pid = os.fork()
         if pid == 0:
             code = 1
             try:
+                for other in self.workers.values():
+                    other.line.close()
                 code = _worker_main(wid, self.pid, self.sockets, self.cfg, self.app_spec,
-                                    self._child_mask, metrics=self.metrics)
+                                    self._child_mask, WorkerEnd(line), metrics=self.metrics)
             except SystemExit as e:
                 code = e.code if isinstance(e.code, int) else 1
             except BaseException:
@@ -163,62 +233,201 @@ class Master:
             finally:
                 _flush_logs()
                 os._exit(code)
-        self.workers[pid] = wid
-        self.spawned_at[wid] = time.monotonic()
+        w = self.workers[pid] = _Worker(pid, wid, gen, MasterEnd(line))
         if self.metrics is not None:
             self.metrics.started(slot, pid)
+        if gen == self.gen:
+            self.respawn_at.pop(wid, None)
         log.info("tgreen-serve: worker %d started (pid %d)", wid, pid)
+        return w
+
+    # -- messages and the watchdog --------------------------------------------------------
+
+    def read_lifelines(self) -> None:
+        for w in list(self.workers.values()):
+            for kind, payload in w.line.read():
+                if kind == "ready":
+                    self._ready(w)
+                elif kind != "beat":
+                    handler = self.message_handlers.get(kind)
+                    if handler is not None:
+                        handler(w, payload)
+
+    def _ready(self, w: _Worker) -> None:
+        w.ready = True
+        self.served = True
+        self._event("worker_ready", wid=w.wid, pid=w.pid, gen=w.gen)
+        gen = self.pending_gen
+        if gen is not None and w.gen == gen:
+            up = [x for x in self.workers.values() if x.gen == gen and x.ready and not x.retiring]
+            if len(up) >= self.cfg.workers:
+                self._commit_reload(gen)
+
+    def watchdog(self) -> None:
+        """Kill workers whose loop has not beaten for ``timeout`` seconds,
+        after logging their stack."""
+        timeout = self.cfg.timeout
+        if not timeout:
+            return
+        now = time.monotonic()
+        for w in list(self.workers.values()):
+            if w.ready and not w.stuck and now - w.line.last_heard > timeout:
+                self._kill_stuck(w, now - w.line.last_heard)
+
+    def _kill_stuck(self, w: _Worker, silent: float) -> None:
+        w.stuck = True
+        stack = w.line.dump_stack(w.pid)
+        log.error("tgreen-serve: worker %d (pid %d): its loop made no progress for %.1f s "
+                  "(--timeout %g); killing it. Its threads' stacks:\n%s", w.wid, w.pid, silent,
+                  self.cfg.timeout, stack.rstrip() or "  (the worker wrote none)")
+        _kill(w.pid, signal.SIGKILL)
+        self.counters["workers_stuck"] += 1
+        self._event("worker_stuck", wid=w.wid, pid=w.pid, seconds=silent, stack=stack)
+
+    # -- reload ------------------------------------------------------------------------------
+
+    def reload(self, why: str) -> None:
+        """Start a new generation of workers that import the app anew; the
+        old ones keep serving until all the new ones are up (``_ready``)."""
+        if self.stopping:
+            return
+        old = self.pending_gen
+        if old is not None:
+            # The latest reload wins: the one under way may be stuck, or load
+            # code that was edited again since.
+            log.info("tgreen-serve: %s: replacing the reload under way", why)
+            self._retire(lambda x: x.gen == old)
+        gen = self.pending_gen = max(self.gen, old or 0) + 1
+        self.counters["reloads"] += 1
+        self._event("reload", why=why, gen=gen)
+        log.info("tgreen-serve: %s: reloading: starting %d new workers; the old ones serve until "
+                 "they are up", why, self.cfg.workers)
+        for wid in range(1, self.cfg.workers + 1):
+            self.spawn(wid, gen)
+
+    def _commit_reload(self, gen: int) -> None:
+        self.pending_gen = None
+        self.gen = gen
+        self.respawn_at.clear()
+        n = self._retire(lambda x: x.gen < gen)
+        for w in self.workers.values():
+            if w.gen == gen:
+                self.worker_restarted(w.wid, "reload")
+        log.info("tgreen-serve: reloaded: %d new workers up; %d old ones finish their requests",
+                 self.cfg.workers, n)
+        self._event("reload_done", gen=gen)
+
+    def _reload_failed(self, w: _Worker, what: str) -> None:
+        gen = self.pending_gen
+        self.pending_gen = None
+        self._retire(lambda x: x.gen == gen)
+        self.counters["reloads_failed"] += 1
+        log.error("tgreen-serve: reload failed: new worker %d (pid %d) %s before it was up; "
+                  "the old workers keep serving", w.wid, w.pid, what)
+        self._event("reload_failed", gen=gen, wid=w.wid, pid=w.pid)
+
+    def _retire(self, which: Callable[[_Worker], bool]) -> int:
+        """Gracefully stop the workers ``which`` selects; they are not respawned."""
+        n = 0
+        for x in list(self.workers.values()):
+            if which(x) and not x.retiring:
+                x.retiring = True
+                _kill(x.pid, signal.SIGTERM)
+                n += 1
+        return n
+
+    # -- exits and respawns -------------------------------------------------------------------
 
     def reap(self) -> None:
         """Collect dead workers; respawn them unless stopping."""
         while True:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, status = _waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
                 return
-            wid = self.workers.pop(pid, None)
             if self.metrics is not None:
                 self.metrics.exited(pid)   # its counts join the retired totals
-            if wid is None:
+            if self.reloader is not None and self.reloader.reap(pid, status):
                 continue
+            w = self.workers.pop(pid, None)
+            if w is None:
+                continue
+            w.line.read()
+            w.line.close()
             code = os.waitstatus_to_exitcode(status)
-            if code == BOOT_ERROR:
-                self.boot_failed = True
-                continue
+            self._event("worker_exit", wid=w.wid, pid=pid, code=code, gen=w.gen, stuck=w.stuck)
             if self.stopping:
                 continue
-            if code < 0:
-                log.warning("tgreen-serve: worker %d (pid %d) killed by %s; respawning",
-                            wid, pid, signal.Signals(-code).name)
-            elif code != 0:
-                log.warning("tgreen-serve: worker %d (pid %d) exited with %d; respawning", wid, pid, code)
-            else:
-                log.info("tgreen-serve: worker %d (pid %d) exited; respawning", wid, pid)
-            if time.monotonic() - self.spawned_at.get(wid, 0) < 1.0:
-                n = self.quick_deaths[wid] = self.quick_deaths.get(wid, 0) + 1
-                if n > 3:
-                    time.sleep(min(0.5 * n, 5.0))  # a crash loop: do not spin
-            else:
-                self.quick_deaths[wid] = 0
-            self.worker_restarted(wid, "exit" if code == 0 else "crash")
-            self.spawn(wid)
+            what = (f"killed by {signal.Signals(-code).name}" if code < 0 else
+                    "failed to boot" if code == BOOT_ERROR else f"exited with {code}")
+            if w.retiring:
+                continue
+            if w.gen == self.pending_gen:
+                self._reload_failed(w, what)
+                continue
+            if w.gen != self.gen:
+                continue
+            self._respawn(w, code, what)
+
+    def _respawn(self, w: _Worker, code: int, what: str) -> None:
+        wid, pid = w.wid, w.pid
+        if code == BOOT_ERROR:
+            if not self.served and self.reloader is None:
+                self.boot_failed = True   # it never served: stop instead of retrying forever
+                return
+            if not self.served:
+                log.error("tgreen-serve: worker %d (pid %d) failed to boot; waiting for a source "
+                          "file to change (--reload)", wid, pid)
+                return
+        if w.stuck:
+            log.warning("tgreen-serve: worker %d (pid %d) killed by the watchdog; respawning", wid, pid)
+        elif code < 0:
+            log.warning("tgreen-serve: worker %d (pid %d) %s; respawning", wid, pid, what)
+        elif code == BOOT_ERROR:
+            log.error("tgreen-serve: worker %d (pid %d) failed to boot (does the app still import?); "
+                      "retrying", wid, pid)
+        elif code != 0:
+            log.warning("tgreen-serve: worker %d (pid %d) %s; respawning", wid, pid, what)
+        else:
+            log.info("tgreen-serve: worker %d (pid %d) exited; respawning", wid, pid)
+        self.worker_restarted(wid, "timeout" if w.stuck else "exit" if code == 0 else "crash")
+        delay = 0.0
+        if time.monotonic() - w.spawned_at < 1.0 or code == BOOT_ERROR:
+            n = self.quick_deaths[wid] = self.quick_deaths.get(wid, 0) + 1
+            if n > 3 or code == BOOT_ERROR:
+                delay = min(0.5 * n, 5.0)   # a crash loop: do not spin
+        else:
+            self.quick_deaths[wid] = 0
+        if delay:
+            self.respawn_at[wid] = time.monotonic() + delay
+        else:
+            self.spawn(wid, self.gen)
+
+    def respawn_due(self) -> None:
+        now = time.monotonic()
+        for wid, when in list(self.respawn_at.items()):
+            if when <= now and not self.stopping:
+                del self.respawn_at[wid]
+                self.spawn(wid, self.gen)
 
     def worker_restarted(self, wid: int, reason: str) -> None:
         """Hook: call once each time a worker is replaced by a new one.
         ``reason``: "crash" (died), "exit" (exited 0, e.g. --max-requests),
         "timeout" (killed by the watchdog), "reload" (SIGHUP, --reload).
         Counted in ``tgreen_worker_restarts_total{reason}``."""
+        self.counters["worker_restarts"] += 1
         if self.metrics is not None:
             self.metrics.restarted(reason)
 
     def stop(self, graceful: bool) -> int:
         self.stopping = True
+        self.respawn_at.clear()
         if graceful:
             refused = [_refuse_new_connections(sock) for sock in self.sockets]
             if any(refused):
-                time.sleep(HANDSHAKE_SETTLE)
+                _sleep(HANDSHAKE_SETTLE)
         sig = signal.SIGTERM if graceful else signal.SIGINT
         for pid in list(self.workers):
             _kill(pid, sig)
@@ -230,23 +439,24 @@ class Master:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            info = signal.sigtimedwait(_MASTER_SIGNALS, min(left, 0.5))
+            info = _sigtimedwait(_MASTER_SIGNALS, min(left, 0.5))
             self.reap()
             if info is not None and graceful and info.si_signo in (signal.SIGINT, signal.SIGQUIT):
                 graceful = False
                 for pid in list(self.workers):
                     _kill(pid, signal.SIGINT)
                 deadline = min(deadline, time.monotonic() + FAST_STOP_WAIT)
-        for pid in list(self.workers):
-            log.warning("tgreen-serve: worker %d (pid %d) did not stop; killing it",
-                        self.workers[pid], pid)
+        for pid, w in list(self.workers.items()):
+            log.warning("tgreen-serve: worker %d (pid %d) did not stop; killing it", w.wid, pid)
             _kill(pid, signal.SIGKILL)
         while self.workers:
             try:
-                pid, _ = os.waitpid(-1, 0)
+                pid, _ = _waitpid(-1, 0)
             except ChildProcessError:
                 break
-            self.workers.pop(pid, None)
+            w = self.workers.pop(pid, None)
+            if w is not None:
+                w.line.close()
         log.info("tgreen-serve: stopped")
         return 2 if self.boot_failed else 0
 
@@ -271,7 +481,7 @@ class Master:
 # -- a worker's life ---------------------------------------------------------------------
 
 def _worker_main(wid: int, master_pid: int, sockets: list, cfg: Config, app_spec: str,
-                 mask: Any, metrics: Any = None) -> int:
+                 mask: Any, line: WorkerEnd, metrics: Any = None) -> int:
     for sig in _MASTER_SIGNALS:
         signal.signal(sig, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -331,6 +541,10 @@ def _worker_main(wid: int, master_pid: int, sockets: list, cfg: Config, app_spec
     server.add_stop_callback(loop.stop)
     server.start()
     loop.call_later(1.0, watch_master)
+    # Heartbeats only matter to the watchdog (--timeout); readiness always
+    # does: a reload retires the old workers once the new ones said it.
+    line.start(loop, max(0.02, min(1.0, cfg.timeout / 4)) if cfg.timeout else None)
+    loop.call_soon(line.send, "ready")
     loop.run_forever()
     return 0
 

@@ -204,6 +204,18 @@ def _account(kind: str) -> Callable[[str, Any], int | None]:
     return parse
 
 
+def _reload(name: str, value: Any) -> bool:
+    """--reload watches files with watchfiles, an optional dependency."""
+    on = _bool(name, value)
+    if on:
+        try:
+            import watchfiles  # noqa: F401
+        except ImportError:
+            raise ConfigError(f"tgreen: {name} needs the watchfiles package: "
+                              "pip install 'tgreen[reload]'") from None
+    return on
+
+
 def _loop(name: str, value: Any) -> str | None:
     if value is None:
         return None
@@ -280,6 +292,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("limit_request_body", 0, _int(0),
            "Largest request body in bytes, else 413 (0: unlimited). Default 0.", metavar="BYTES",
            group="limits"),
+    Option("reload", False, _reload,
+           "Development: restart the workers when a Python file under the app's directory (the "
+           "current directory for a module) changes, the way SIGHUP does. Needs watchfiles: "
+           "pip install 'tgreen[reload]'.", group="process", switch=True),
     Option("max_requests", 0, _int(0),
            "Restart a worker after it served this many requests (0: never). Default 0.",
            metavar="N", group="process"),
