@@ -66,7 +66,7 @@ class Lifeline:
 
     def __init__(self) -> None:
         self.r, self.w = _os.pipe()
-        self.stack = tempfile.TemporaryFile(prefix="tgreen-stack-")
+        self.stack = tempfile.TemporaryFile(prefix="tgreen-stack-")  # noqa: SIM115 (lives with the worker)
 
     def fds(self) -> tuple[int, ...]:
         return (self.r, self.w, self.stack.fileno())

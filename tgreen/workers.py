@@ -5,17 +5,18 @@ Theory of operation
 The master binds every listening socket, then forks M workers and does
 nothing else: it never creates an event loop, never imports the app, and
 waits for signals with ``sigtimedwait`` (signals stay blocked in the master,
-so none is lost or runs in the middle of a fork). ::
+so none is lost or runs in the middle of a fork). Each worker has a
+lifeline to the master (``tgreen._lifeline``: a pipe for ``ready`` and
+heartbeats, a file for its stacks), read on every tick. ::
 
-    master: bind -> fork worker 1..M -> wait for signals
+    master: bind -> fork worker 1..M -> wait for signals, read the lifelines
       SIGCHLD  a worker died: respawn it with the same worker id
       SIGTERM  graceful stop: workers finish in-flight requests, then exit 0
       SIGINT   fast stop (also SIGQUIT): workers close everything now
-      SIGHUP   reload: every worker is replaced by a fresh one that imports
-               the app anew; the listening sockets stay open in the master,
-               so connections arriving meanwhile wait in the kernel queue
+      SIGHUP   reload without downtime (below); also what --reload's
+               file watcher (tgreen._reloader) sends on a change
     worker: unblock signals -> new loop -> import app -> @postfork hooks
-            -> WSGIServer on the inherited sockets -> loop.run_forever()
+            -> WSGIServer on the inherited sockets -> "ready" -> loop.run_forever()
 
 With ``--metrics-bind`` the master also maps the shared counters and binds
 the metrics listener before forking (``tgreen.wsgi.metrics``): each worker
@@ -23,9 +24,24 @@ gets a slot, a dead worker's slot is folded into the totals when it is
 reaped, and ``Master.worker_restarted(wid, reason)`` is the one hook to call
 whenever a worker is replaced (it counts ``tgreen_worker_restarts_total``).
 
-A worker whose app import or postfork hook fails exits with ``BOOT_ERROR``
-(after one line and the app's own traceback); the master then stops and
-exits 2 instead of respawning it forever.
+*Reload.* Workers belong to a generation. SIGHUP forks a new generation of
+M workers on the same listening sockets, importing the app anew, while the
+old ones keep accepting. Once every new worker said ``ready``, the old
+generation is told to stop gracefully (SIGTERM). If a new worker exits
+before that (its import or a postfork hook failed), the reload fails: the
+error is logged, the rest of the new generation is stopped, the old
+workers keep serving. A second SIGHUP during a reload replaces it.
+
+*Boot errors.* A worker whose app import or postfork hook fails exits with
+``BOOT_ERROR`` (after one line and the app's own traceback). If no worker
+ever served, the master stops and exits 2 instead of respawning it forever (with ``--reload`` it waits for a
+file change instead); once the server has served, it retries with a backoff
+and the other workers keep serving.
+
+*Watchdog* (``--timeout``). A ready worker's loop beats every timeout/4; a
+worker silent for ``timeout`` seconds (a CPU loop, a blocking C call) gets
+its threads' stacks dumped (faulthandler on SIGUSR2) and logged by the
+master, then SIGKILL, and is respawned.
 
 Graceful stop, in a worker: accept what already waits in the kernel queue,
 close its copies of the listening sockets (once every process has closed

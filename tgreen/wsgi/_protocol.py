@@ -57,6 +57,10 @@ PAUSE_BODY = 1        # unread request body above HIGH_WATER
 PAUSE_PIPELINE = 2    # a parsed request waits behind the one being served
 PAUSE_CORES = 4       # waiting for a free core
 
+#: Seconds an idle keep-alive connection stays open once the server drains
+#: (see ``drain``).
+DRAIN_IDLE = 1.0
+
 #: Body bytes a request may collect before a core takes it.
 PREBUFFER = 64 * 1024
 
@@ -594,12 +598,21 @@ class HttpProtocol(asyncio.Protocol):
 
     def drain(self) -> None:
         """The server is stopping: finish what is in flight, then close.
-        An idle keep-alive connection closes now; a new one that has not sent
-        its first request yet gets ``header_timeout`` to do so."""
+        An idle keep-alive connection closes within ``DRAIN_IDLE`` seconds; a
+        new one that has not sent its first request yet gets
+        ``header_timeout`` to do so."""
         if self.closed:
             return
         if self._serving is None and not self._queue and self._cur is None and self.requests:
-            self.close()
+            # Closing it right now races with a client sending its next
+            # request at this moment: that client would see the connection
+            # closed without an answer (a reload under keep-alive load failed
+            # requests so). A request that comes within the grace is answered
+            # with "Connection: close"; a connection still idle then closes.
+            grace = time.monotonic() + DRAIN_IDLE
+            if not self.deadline or self.deadline > grace:
+                self.deadline = grace
+                self.deadline_kind = DL_IDLE
 
     def __repr__(self) -> str:
         return f"<HttpProtocol peer={self.peer!r} requests={self.requests}>"
