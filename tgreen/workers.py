@@ -46,7 +46,8 @@ master, then SIGKILL, and is respawned.
 Graceful stop, in a worker: accept what already waits in the kernel queue,
 close its copies of the listening sockets (once every process has closed
 them the kernel refuses new connections instead of queueing them unserved),
-close idle keep-alive connections, finish requests in flight (answered
+close idle keep-alive connections (within a second: a request arriving on
+one meanwhile is still answered), finish requests in flight (answered
 with ``Connection: close``) for at most ``graceful_timeout``, exit 0.
 """
 
