@@ -34,9 +34,9 @@ workers keep serving. A second SIGHUP during a reload replaces it.
 
 *Boot errors.* A worker whose app import or postfork hook fails exits with
 ``BOOT_ERROR`` (after one line and the app's own traceback). If no worker
-ever served, the master stops and exits 2 instead of respawning it forever (with ``--reload`` it waits for a
-file change instead); once the server has served, it retries with a backoff
-and the other workers keep serving.
+ever served, the master stops and exits 2 instead of respawning it forever
+(with ``--reload`` it waits for a file change instead); once the server has
+served, it retries with a backoff and the other workers keep serving.
 
 *Watchdog* (``--timeout``). A ready worker's loop beats every timeout/4; a
 worker silent for ``timeout`` seconds (a CPU loop, a blocking C call) gets
