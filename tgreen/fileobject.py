@@ -65,6 +65,7 @@ class GreenFileIO(io.RawIOBase):
         self._writable = "w" in mode or "a" in mode or "+" in mode
         self._mode = ("rb+" if self._readable else "wb") if self._writable else "rb"
         self._closefd = closefd
+        self._hub: Any = None  # where this object's registration lives (hub.py "Registrations")
         self.name = fd
         self._nonblocking = True
         gos.make_nonblocking(fd)
@@ -113,7 +114,10 @@ class GreenFileIO(io.RawIOBase):
             self._nonblocking = False
 
     def _wait(self, write: bool) -> None:
-        gos.wait_fd(self._fd, write, current_hub_if_any(), keep=True)
+        hub = current_hub_if_any()
+        if hub is not None and hub is not self._hub:
+            self._hub = hub
+        gos.wait_fd(self._fd, write, hub, keep=True, owner=self)
 
     def _ready_or_wait(self, write: bool) -> None:
         if not self._nonblocking and not gos._poll_now(
@@ -193,9 +197,9 @@ class GreenFileIO(io.RawIOBase):
             if _by_fd.get(self._fd) is self:
                 del _by_fd[self._fd]
             if self._closefd:
-                hub = peek_hub()
+                hub = self._hub or peek_hub()
                 if hub is not None:
-                    hub.notify_close(self._fd)
+                    hub.release(self._fd, self)
                 os.close(self._fd)
 
     def __repr__(self) -> str:

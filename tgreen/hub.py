@@ -51,12 +51,58 @@ Rules of this file:
    knows how to wake the runner itself (stop the loop) versus another greenlet
    (switch to it).
 2. An fd's reader is registered with the loop on its first wait and kept while
-   the fd lives; later waits only swap the waiting greenlet. The registration
-   is dropped lazily when the fd fires with nobody waiting, or when the socket
-   closes. Adding/removing the reader on every wait costs more than half the
-   ping-pong throughput (measured in DESIGN.md).
+   the fd lives; later waits only swap the waiting greenlet. Adding/removing the
+   reader on every wait costs more than half the ping-pong throughput
+   (measured in DESIGN.md). Because registrations outlive waits, their
+   lifetime has rules of its own, below ("Registrations").
 3. Waits return sentinels (``_TIMEDOUT``, ``_CLOSED``) instead of having
    exceptions thrown into them, so the runner can be woken the same way.
+
+Registrations
+-------------
+A *registration* is the hub's ``_Watch`` for one fd number plus the loop's
+reader/writer callbacks for it. The kernel forgets an epoll entry when the
+file is closed; the loop (asyncio's selector map, libuv's watcher table) does
+not. A registration the hub keeps for a closed fd therefore blinds the next fd
+that gets the same number (its wait never fires), breaks it (asyncio's
+``epoll.modify`` raises FileNotFoundError; libuv aborts the process), or
+steals it from Tornado. So:
+
+* **Who owns it.** The object that waits: green sockets and ``GreenFileIO``
+  pass themselves as ``owner`` to ``wait_read``/``wait_write``, and the watch
+  keeps a weak reference to it. Waits without an owner (raw fds: pidfds,
+  signalfds, psycopg's libpq socket, ``tgreen.os.wait_fd``) are anonymous;
+  their callers drop the registration right after the wait (``forget``),
+  because nobody tells the hub when such an fd closes.
+* **When it ends.** When its owner closes, detaches or is garbage-collected
+  (the green socket's ``__del__`` runs before CPython's finalizer closes the
+  fd; ``GreenFileIO`` closes on collection), through ``notify_close(fd,
+  owner)``, which only ever drops a registration of *that* owner: a stale
+  owner closing late cannot take the number's new owner's registration.
+  Also when it fires with nobody waiting or listening (level-triggered
+  loops would spin on it), and when it is found stale (next point).
+* **How a reused fd number is recognised.** A wait from an owner other than
+  the recorded one (or an owned wait on an anonymous registration) checks
+  the registration: if its owner is dead it is stale; otherwise the file's
+  identity (``fstat``'s device and inode, recorded when the registration
+  was made) decides. The same file under a second owner (``socket(fileno=
+  s.fileno())``) keeps the registration; another file (the old one was
+  closed behind tgreen's back with ``os.close`` or by a C library), or an
+  identity fstat cannot give (eventfd/signalfd/timerfd share one anonymous
+  inode), drops it: the loop callbacks are removed, greenlets still waiting
+  on the old file get EBADF, and the new owner registers afresh.
+* **Selector errors.** Every add/remove goes through ``_add``/``_remove``.
+  Removal ignores errors for fds that are already gone (OSError, ValueError,
+  KeyError, and RuntimeError for a number an asyncio transport now uses).
+  If an add fails, the hub resynchronises: it removes whatever the loop holds
+  for that number and adds its callbacks again; if that fails too the fd is
+  closed, and the waiter gets ``OSError(EBADF)`` as any call on a closed fd
+  would (epoll's EPERM for regular files still passes through: callers
+  treat those as always ready). No selector error reaches the loop.
+* **fork.** A child's hub starts empty; hubs from before the fork belong to
+  the parent's loop and are never touched from the child (their epoll is
+  shared with the parent), so a socket inherited by the child and closed
+  there unregisters nothing.
 """
 
 from __future__ import annotations
@@ -64,9 +110,11 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import stat
 import sys
 import threading
 import traceback
+import weakref
 from typing import Any, Callable
 
 from greenlet import getcurrent, greenlet
@@ -123,17 +171,42 @@ _BLOCKING_HELP = (
 
 class _Watch:
     """Who waits on one fd. One reader and one writer greenlet at most, plus
-    any number of listeners (green select/poll), which never conflict."""
+    any number of listeners (green select/poll), which never conflict.
+    ``owner`` (a weak reference, or None for anonymous waits) and ``ident``
+    (the file's identity) say whose registration this is ("Registrations")."""
 
-    __slots__ = ("fd", "reader", "writer", "rreg", "wreg", "listeners")
+    __slots__ = ("fd", "reader", "writer", "rreg", "wreg", "listeners", "owner", "ident")
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, owner: Any = None) -> None:
         self.fd = fd
         self.reader: greenlet | None = None
         self.writer: greenlet | None = None
         self.rreg = False
         self.wreg = False
         self.listeners: list | None = None
+        self.owner: weakref.ref | None = None if owner is None else weakref.ref(owner)
+        self.ident = _file_identity(fd)
+
+
+_fstat = os.fstat
+
+
+def _file_identity(fd: int) -> tuple[int, int] | None:
+    """(device, inode) of the file behind ``fd``; None when that does not
+    identify it (anonymous inodes: eventfd, signalfd, timerfd, epoll, older
+    pidfds all share one) or the fd is not open."""
+    try:
+        st = _fstat(fd)
+    except (OSError, ValueError, OverflowError):
+        return None
+    if stat.S_IFMT(st.st_mode) == 0:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+# What removing a loop callback can raise for a number that is already closed
+# or that an asyncio transport now owns: none of it matters once we let go.
+_REMOVE_ERRORS = (OSError, ValueError, KeyError, RuntimeError)
 
 
 class Waiter:
@@ -207,6 +280,7 @@ class Hub:
         # Work that can wake a greenlet but that the loop cannot see: jobs in
         # OS threads, and bridged waits on futures resolved by other threads.
         self.pending_jobs = 0
+        self._fork_generation = _fork_generation
         self._selector_guard = _install_selector_guard(self)
         _asyncio_state.install()
         self.handle_error = self._default_handle_error
@@ -295,19 +369,29 @@ class Hub:
 
     # -- fd waits ---------------------------------------------------------------
 
-    def wait_read(self, fd: int, timeout: float | None = None) -> bool:
+    def wait_read(self, fd: int, timeout: float | None = None, owner: Any = None) -> bool:
         """Block until ``fd`` is readable. False on timeout; OSError(EBADF) if
-        the fd is closed through tgreen while waiting."""
-        return self._wait(fd, timeout, True)
+        the fd is closed through tgreen while waiting.
 
-    def wait_write(self, fd: int, timeout: float | None = None) -> bool:
+        ``owner`` is the object that owns the fd (a socket, a file object):
+        the registration is kept for it after the wait and ends when it
+        closes (``notify_close(fd, owner)``) or is collected. Without an
+        owner the caller must ``forget(fd)`` after the wait unless it tells
+        the hub when the fd closes (see "Registrations")."""
+        return self._wait(fd, timeout, True, owner)
+
+    def wait_write(self, fd: int, timeout: float | None = None, owner: Any = None) -> bool:
         """Block until ``fd`` is writable. See ``wait_read``."""
-        return self._wait(fd, timeout, False)
+        return self._wait(fd, timeout, False, owner)
 
-    def _wait(self, fd: int, timeout: float | None, reading: bool) -> bool:
+    def _wait(self, fd: int, timeout: float | None, reading: bool, owner: Any = None) -> bool:
         w = self._watches.get(fd)
         if w is None:
-            w = self._watches[fd] = _Watch(fd)
+            w = self._watches[fd] = _Watch(fd, owner)
+        elif owner is not None:
+            ref = w.owner
+            if ref is None or ref() is not owner:
+                w = self._claim(w, owner)
         cur = getcurrent()
         if reading:
             if w.reader is not None:
@@ -315,8 +399,7 @@ class Hub:
                     f"tgreen: fd {fd} is already being read by {w.reader!r}; "
                     "two greenlets cannot wait to read one socket at once")
             if not w.rreg:
-                self.loop.add_reader(fd, self._on_readable, w)
-                w.rreg = True
+                self._add(w, True)
             w.reader = cur
         else:
             if w.writer is not None:
@@ -324,8 +407,7 @@ class Hub:
                     f"tgreen: fd {fd} is already being written by {w.writer!r}; "
                     "two greenlets cannot wait to write one socket at once")
             if not w.wreg:
-                self.loop.add_writer(fd, self._on_writable, w)
-                w.wreg = True
+                self._add(w, False)
             w.writer = cur
         timer = None
         if timeout is not None:
@@ -349,6 +431,83 @@ class Hub:
             raise OSError(errno.EBADF, "File descriptor was closed in another greenlet")
         return True
 
+    def _claim(self, w: _Watch, owner: Any) -> _Watch:
+        """``owner`` waits on ``w.fd`` but ``w`` was made for someone else (or
+        for an anonymous wait): keep it if it is the same file, else drop it
+        as stale and start a fresh registration ("Registrations")."""
+        old = w.owner() if w.owner is not None else None
+        if w.owner is None or old is not None:
+            ident = _file_identity(w.fd)
+            if ident is not None and ident == w.ident:
+                w.owner = weakref.ref(owner)
+                return w
+        self._drop(w, _CLOSED)
+        nw = self._watches[w.fd] = _Watch(w.fd, owner)
+        return nw
+
+    def _drop(self, w: _Watch, wake: Any) -> None:
+        """End registration ``w``: remove its loop callbacks and wake whoever
+        waits on it (with ``wake``) or listens (with event 0)."""
+        if self._watches.get(w.fd) is w:
+            del self._watches[w.fd]
+        self._unregister(w)
+        waiters = [g for g in (w.reader, w.writer) if g is not None]
+        w.reader = w.writer = None
+        for g in waiters:
+            self.loop.call_soon(self._resume, g, wake)
+        if w.listeners:
+            listeners, w.listeners = w.listeners, None
+            for _events, cb in listeners:
+                self.loop.call_soon(cb, w.fd, 0)
+
+    def _add(self, w: _Watch, reading: bool) -> None:
+        """Register ``w``'s reader (or writer) with the loop. If the loop
+        refuses (it still holds a number whose file was closed and replaced),
+        resynchronise: remove what it holds for the number, add ours again."""
+        fd = w.fd
+        loop = self.loop
+        try:
+            if reading:
+                loop.add_reader(fd, self._on_readable, w)
+            else:
+                loop.add_writer(fd, self._on_writable, w)
+        except PermissionError:
+            raise  # epoll refuses regular files: tgreen.os treats them as ready
+        except _REMOVE_ERRORS:
+            self._resync(w, reading)
+        if reading:
+            w.rreg = True
+        else:
+            w.wreg = True
+
+    def _resync(self, w: _Watch, reading: bool) -> None:
+        fd = w.fd
+        loop = self.loop
+        for remove in (loop.remove_reader, loop.remove_writer):
+            try:
+                remove(fd)
+            except _REMOVE_ERRORS:
+                pass
+        try:
+            if reading or w.rreg:
+                loop.add_reader(fd, self._on_readable, w)
+            if not reading or w.wreg:
+                loop.add_writer(fd, self._on_writable, w)
+        except PermissionError:
+            raise
+        except _REMOVE_ERRORS:
+            # The fd is closed (or not ours to watch any more): nothing is
+            # registered under its number now; say so as a closed fd would.
+            for remove in (loop.remove_reader, loop.remove_writer):
+                try:
+                    remove(fd)
+                except _REMOVE_ERRORS:
+                    pass
+            w.rreg = w.wreg = False
+            if self._watches.get(fd) is w and not (w.reader or w.writer or w.listeners):
+                del self._watches[fd]
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF)) from None
+
     def _on_readable(self, w: _Watch) -> None:
         if not w.rreg:
             return  # a stale event for a registration dropped this turn
@@ -364,8 +523,8 @@ class Hub:
             self._resume(g)
         elif not w.listeners:
             # Level-triggered: unregister now or the loop spins on this fd.
-            self.loop.remove_reader(w.fd)
             w.rreg = False
+            self._remove(w.fd, True)
             self._maybe_forget(w)
 
     def _on_writable(self, w: _Watch) -> None:
@@ -380,8 +539,8 @@ class Hub:
             w.writer = None
             self._resume(g)
         elif not w.listeners:
-            self.loop.remove_writer(w.fd)
             w.wreg = False
+            self._remove(w.fd, False)
             self._maybe_forget(w)
 
     def _maybe_forget(self, w: _Watch) -> None:
@@ -412,12 +571,15 @@ class Hub:
             w.listeners = []
         token = (events, callback)
         w.listeners.append(token)
-        if events & 1 and not w.rreg:
-            self.loop.add_reader(fd, self._on_readable, w)
-            w.rreg = True
-        if events & 2 and not w.wreg:
-            self.loop.add_writer(fd, self._on_writable, w)
-            w.wreg = True
+        try:
+            if events & 1 and not w.rreg:
+                self._add(w, True)
+            if events & 2 and not w.wreg:
+                self._add(w, False)
+        except BaseException:
+            w.listeners.remove(token)
+            self._forget_if_idle(w)
+            raise
         return (w, token)
 
     def remove_listener(self, handle: Any) -> None:
@@ -447,17 +609,22 @@ class Hub:
     def _unregister(self, w: _Watch) -> None:
         if w.rreg:
             w.rreg = False
-            try:
-                self.loop.remove_reader(w.fd)
-            except (OSError, ValueError):
-                pass
+            self._remove(w.fd, True)
         if w.wreg:
             w.wreg = False
-            try:
-                self.loop.remove_writer(w.fd)
-            except (OSError, ValueError):
-                pass
+            self._remove(w.fd, False)
         self._maybe_forget(w)
+
+    def _remove(self, fd: int, reading: bool) -> None:
+        if self.loop.is_closed():
+            return
+        try:
+            if reading:
+                self.loop.remove_reader(fd)
+            else:
+                self.loop.remove_writer(fd)
+        except _REMOVE_ERRORS:
+            pass  # closed already, or the number is someone else's now
 
     def _notify_listeners(self, w: _Watch, event: int) -> None:
         for events, cb in list(w.listeners or ()):
@@ -466,21 +633,49 @@ class Hub:
 
     # -- closing ---------------------------------------------------------------
 
-    def notify_close(self, fd: int) -> None:
+    def notify_close(self, fd: int, owner: Any = None) -> None:
         """``fd`` is about to be closed (or detached): drop it from the loop
-        and wake whoever waits on it with an EBADF error."""
-        w = self._watches.pop(fd, None)
+        and wake whoever waits on it with an EBADF error.
+
+        With ``owner``, only a registration that ``owner`` made (or an
+        anonymous one) is dropped: an object that closes a number which was
+        closed behind its back and reused leaves the new owner alone."""
+        w = self._watches.get(fd)
         if w is None:
             return
-        self._unregister(w)
-        waiters = [g for g in (w.reader, w.writer) if g is not None]
-        w.reader = w.writer = None
-        for g in waiters:
-            self.loop.call_soon(self._resume, g, _CLOSED)
-        if w.listeners:
-            listeners, w.listeners = w.listeners, None
-            for _events, cb in listeners:
-                self.loop.call_soon(cb, fd, 0)
+        if owner is not None and w.owner is not None and w.owner() is not owner:
+            return
+        self._drop(w, _CLOSED)
+
+    def release(self, fd: int, owner: Any) -> None:
+        """``notify_close`` callable from any thread (a socket collected or
+        closed in a thread other than its hub's), and a no-op in a forked
+        child for a hub of the parent's."""
+        if self._fork_generation != _fork_generation:
+            return
+        if self.thread_ident == _thread_get_ident():
+            if not self.loop.is_closed():
+                self.notify_close(fd, owner)
+            else:
+                self._watches.pop(fd, None)
+            return
+        w = self._watches.get(fd)
+        if w is None or (w.owner is not None and w.owner() is not owner):
+            return
+        try:
+            self.loop.call_soon_threadsafe(self._drop_if_current, w)
+        except RuntimeError:
+            pass  # the loop is closed: nothing left to unregister from
+
+    def _disown(self, w: _Watch) -> None:
+        """The loop's entry for ``w.fd`` went to someone else (the selector
+        guard saw a stale registration): forget ``w`` without touching it."""
+        w.rreg = w.wreg = False
+        self._drop(w, _CLOSED)
+
+    def _drop_if_current(self, w: _Watch) -> None:
+        if self._watches.get(w.fd) is w:
+            self._drop(w, _CLOSED)
 
     # -- the would-block-forever check ------------------------------------------
 
@@ -526,11 +721,49 @@ class Hub:
 
 class _SelectorGuard:
     """Wraps a selector loop's selector to notice "the loop would sleep
-    forever while a greenlet waits", which becomes LoopExit in that greenlet."""
+    forever while a greenlet waits", which becomes LoopExit in that greenlet,
+    and a foreign callback (Tornado, asyncio) joining an fd number on which
+    the hub holds a registration for a file that was closed behind its back
+    ("Registrations")."""
 
     def __init__(self, selector: Any, hub: Hub) -> None:
         self._sel = selector
         self._hub = hub
+
+    def _ours(self, handle: Any) -> bool:
+        return getattr(getattr(handle, "_callback", None), "__self__", None) is self._hub
+
+    def modify(self, fileobj: Any, events: int, data: Any = None) -> Any:
+        sel = self._sel
+        hub = self._hub
+        if not hub._watches:
+            return sel.modify(fileobj, events, data)
+        key = sel.get_key(fileobj)
+        old = key.data
+        if (type(data) is not tuple or type(old) is not tuple or len(old) != 2
+                or not (self._ours(old[0]) or self._ours(old[1]))
+                or not any(h is not None and h not in old and not self._ours(h) for h in data)):
+            return sel.modify(fileobj, events, data)
+        # A foreign callback joins our registration's key. If the number now
+        # names another file, our entry is stale: asyncio would modify an
+        # epoll entry the kernel dropped with the old file (FileNotFoundError)
+        # or, with unchanged events, never add the new file at all.
+        w = hub._watches.get(key.fd)
+        if w is not None and w.ident is not None and _file_identity(key.fd) == w.ident:
+            return sel.modify(fileobj, events, data)
+        reader, writer = data
+        if self._ours(reader):
+            reader.cancel()
+            reader = None
+            events &= ~1  # EVENT_READ
+        if self._ours(writer):
+            writer.cancel()
+            writer = None
+            events &= ~2  # EVENT_WRITE
+        if w is not None:
+            hub._disown(w)
+        sel.unregister(fileobj)   # the epoll entry of the closed file, if any
+        return sel.register(fileobj, events, (reader, writer))
 
     def select(self, timeout: float | None = None) -> list:
         if timeout is None:
@@ -558,6 +791,8 @@ def _install_selector_guard(hub: Hub) -> bool:
 # -- finding the hub -------------------------------------------------------------
 
 _local = threading.local()
+# Bumped in a forked child: hubs made before it belong to the parent's loop.
+_fork_generation = 0
 _hubs_by_loop: dict[int, Hub] = {}
 _hubs_lock = _originals.get("_thread", "allocate_lock")()
 
@@ -698,9 +933,10 @@ def use_uvloop() -> None:
 
 def _reset_after_fork() -> None:
     """In a forked child the parent's loops are unusable; start fresh."""
-    global _hubs_by_loop
+    global _hubs_by_loop, _fork_generation
     from ._fork import abandon_parent_loop
 
+    _fork_generation += 1
     abandon_parent_loop()
     _local.__dict__.clear()
     _hubs_by_loop = {}

@@ -108,7 +108,8 @@ def _block_until(fd: int, events: int) -> None:
     p.poll()
 
 
-def wait_fd(fd: int, write: bool = False, hub: Any = None, keep: bool = False) -> None:
+def wait_fd(fd: int, write: bool = False, hub: Any = None, keep: bool = False,
+            owner: Any = None) -> None:
     """Block the current greenlet (or, outside green code, the thread) until
     ``fd`` is readable, or writable with ``write=True``.
 
@@ -118,7 +119,8 @@ def wait_fd(fd: int, write: bool = False, hub: Any = None, keep: bool = False) -
     would then inherit a registration the kernel has already dropped. So
     unless ``keep`` (the caller notifies the hub on close, as
     ``tgreen.fileobject`` does), the registration is removed after the wait,
-    and a stale one left by others is removed before it.
+    and a stale one left by others is removed before it. ``owner`` is the
+    object a kept registration belongs to (see hub.py "Registrations").
     """
     if hub is None:
         hub = current_hub_if_any()
@@ -133,9 +135,9 @@ def wait_fd(fd: int, write: bool = False, hub: Any = None, keep: bool = False) -
         restore_blocking = type(hub.loop).__module__.startswith("uvloop") and _get_blocking(fd)
     try:
         if write:
-            hub.wait_write(fd)
+            hub.wait_write(fd, None, owner)
         else:
-            hub.wait_read(fd)
+            hub.wait_read(fd, None, owner)
     except PermissionError:
         # epoll refuses regular files and directories; those never block on
         # readiness anyway, so the call can go ahead.

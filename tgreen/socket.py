@@ -73,9 +73,11 @@ def _wait(sock: "socket", reading: bool, deadline: float | None) -> bool:
     fd = _csock.fileno(sock)
     hub = _current_hub()
     if hub is not None:
+        if sock._hub is not hub:
+            sock._hub = hub  # where close/collection must end the registration
         if reading:
-            return hub.wait_read(fd, timeout)
-        return hub.wait_write(fd, timeout)
+            return hub.wait_read(fd, timeout, sock)
+        return hub.wait_write(fd, timeout, sock)
     # A plain OS thread: block it, as the stdlib would.
     p = _poll()
     p.register(fd, _POLLIN if reading else _POLLOUT)
@@ -129,9 +131,13 @@ def _io_method(cname: str, reading: bool):
 class socket(_StdSocket):
     """A green ``socket.socket``: same API and semantics, blocking only the greenlet."""
 
-    __slots__ = ("_timeout",)
+    # _hub: the hub this socket's fd is registered with (the socket owns that
+    # registration, see hub.py "Registrations"), so close, detach and
+    # collection end it even from another thread.
+    __slots__ = ("_hub", "_timeout")
 
     def __init__(self, family: int = -1, type: int = -1, proto: int = -1, fileno: int | None = None) -> None:
+        self._hub = None
         _StdSocket.__init__(self, family, type, proto, fileno)
         # CPython already applied the default timeout (and SOCK_NONBLOCK);
         # take what it decided, then keep the fd non-blocking underneath.
@@ -245,20 +251,35 @@ class socket(_StdSocket):
 
     # -- closing ---------------------------------------------------------------
 
+    def _release(self, fd: int) -> None:
+        """End this socket's loop registration before its fd goes away."""
+        hub = self._hub or _peek_hub()
+        if hub is not None:
+            hub.release(fd, self)
+
     def _real_close(self, _ss=_csock) -> None:
         fd = _ss.fileno(self)
         if fd >= 0:
-            hub = _peek_hub()
-            if hub is not None:
-                hub.notify_close(fd)
+            self._release(fd)
         _ss.close(self)
+
+    def __del__(self, _fileno=_csock.fileno, _finalize=_csock.__del__) -> None:
+        # Collected without close(): CPython's finalizer (below) closes the fd
+        # in C, behind the hub's back. End the registration first, while the
+        # fd still names this file, or the next fd with this number inherits it.
+        try:
+            fd = _fileno(self)
+            if fd >= 0 and getattr(self, "_hub", None) is not None:
+                self._hub.release(fd, self)
+        except Exception:  # noqa: BLE001, S110 - a finalizer must not raise
+            pass
+        finally:
+            _finalize(self)
 
     def detach(self) -> int:
         fd = _csock.fileno(self)
         if fd >= 0:
-            hub = _peek_hub()
-            if hub is not None:
-                hub.notify_close(fd)
+            self._release(fd)
         # What we hand over should behave as the user configured it.
         if self._timeout != 0.0 and fd >= 0:
             try:
