@@ -27,7 +27,8 @@ import tgreen.loop
 from tgreen import hub as _hub
 from tgreen import socket
 
-pytestmark = pytest.mark.timeout(60)
+# These tests drop sockets and files on purpose: their ResourceWarnings are the point.
+pytestmark = [pytest.mark.timeout(60), pytest.mark.filterwarnings("ignore::ResourceWarning")]
 
 LOOPS = ["asyncio", "uvloop"]
 
@@ -121,11 +122,11 @@ def pair_that_must_work() -> None:
         tgreen.sleep(0.01)           # a's read wait is registered now
         b.sendall(b"x")
         assert g.get(timeout=10) == b"x"
-        big = b"y" * (1 << 20)       # more than the socket buffers: write waits
+        big = b"y" * (1 << 19)       # more than the socket buffers: write waits
         w = tgreen.spawn(b.sendall, big)
         got = 0
         while got < len(big):
-            got += len(a.recv(1 << 20))
+            got += len(a.recv(1 << 16))
         w.get(timeout=10)
 
 
@@ -138,7 +139,7 @@ def test_a_tcp_client_returning_without_close_in_a_loop_keeps_working(echo):
         s.sendall(b"req%d" % i)
         return s.recv(100)       # no close(): the collector closes it
 
-    for i in range(200):
+    for i in range(100):
         assert fetch(i) == b"req%d" % i
         if i % 7 == 0:
             collect()
@@ -146,7 +147,7 @@ def test_a_tcp_client_returning_without_close_in_a_loop_keeps_working(echo):
 
 
 def test_a_dropped_socket_hands_its_fd_number_to_the_next_socket_cleanly(loop_kind):
-    for _ in range(50):
+    for _ in range(20):
         a, b = socket.socketpair()
         tgreen.spawn(b.sendall, b"z")
         assert a.recv(1) == b"z"          # a's reader is registered (kept)
@@ -166,7 +167,7 @@ def test_a_dropped_socket_hands_its_fd_number_to_the_next_socket_cleanly(loop_ki
                 pass
             c.setblocking(True)
             c.settimeout(10)
-            drain = tgreen.spawn(lambda: [d.recv(1 << 20) for _ in range(40)])
+            drain = tgreen.spawn(lambda peer: [peer.recv(1 << 20) for _ in range(40)], d)
             c.sendall(b"y" * 100_000)
             drain.kill()
     pair_that_must_work()
@@ -186,7 +187,7 @@ def test_tls_client_sockets_dropped_without_close(loop_kind, tmp_path):
             s.sendall(b"tls%d" % i)
             return s.recv(100)
 
-        for i in range(30):
+        for i in range(15):
             assert fetch(i) == b"tls%d" % i
             collect()
         pair_that_must_work()
@@ -196,7 +197,7 @@ def test_tls_client_sockets_dropped_without_close(loop_kind, tmp_path):
 
 def test_a_socketpair_dropped_while_a_reader_waits_in_another_greenlet(loop_kind):
     results = []
-    for _ in range(30):
+    for _ in range(15):
         a, b = socket.socketpair()
         g = tgreen.spawn(lambda s: results.append(s.recv(10)), a)
         tgreen.sleep(0)           # g waits to read a
@@ -206,11 +207,11 @@ def test_a_socketpair_dropped_while_a_reader_waits_in_another_greenlet(loop_kind
         assert g.dead
         collect()
         pair_that_must_work()
-    assert results == [b""] * 30
+    assert results == [b""] * 15
 
 
 def test_a_killed_reader_and_its_dropped_socket_leave_nothing_behind(loop_kind):
-    for _ in range(30):
+    for _ in range(15):
         a, b = socket.socketpair()
         g = tgreen.spawn(a.recv, 10)
         tgreen.sleep(0)
@@ -224,7 +225,7 @@ def test_a_killed_reader_and_its_dropped_socket_leave_nothing_behind(loop_kind):
 
 
 def test_os_close_behind_the_library_leaves_the_next_socket_working(echo):
-    for _ in range(30):
+    for _ in range(20):
         s = socket.create_connection(echo.addr, timeout=10)
         s.sendall(b"a")
         assert s.recv(10) == b"a"                 # s's reader stays registered
@@ -295,7 +296,7 @@ def test_dup_and_fromfd_sockets_outlive_their_dropped_original(loop_kind):
 
 
 def test_a_socket_kept_alive_by_makefile_then_dropped(loop_kind):
-    for _ in range(20):
+    for _ in range(10):
         a, b = socket.socketpair()
         f = a.makefile("rb")
         a.close()                     # the file keeps the socket open
@@ -314,7 +315,7 @@ def test_green_pipe_file_objects_dropped_or_closed_behind_their_back(loop_kind):
     from tgreen.fileobject import open_fd
 
     for closing in ("drop", "os.close"):
-        for _ in range(20):
+        for _ in range(10):
             r, w = os.pipe()
             reader = open_fd(r, "rb", 0)
             writer = open_fd(w, "wb", 0)
@@ -348,8 +349,8 @@ def test_green_pipe_file_objects_dropped_or_closed_behind_their_back(loop_kind):
 def test_subprocess_streams_dropped_without_close(loop_kind):
     import tgreen.subprocess as sp
 
-    for i in range(10):
-        p = sp.Popen([sys.executable, "-c", f"print({i})"], stdout=sp.PIPE)
+    for i in range(6):
+        p = sp.Popen(["echo", str(i)], stdout=sp.PIPE)
         assert p.stdout.readline() == b"%d\n" % i
         p.wait(10)
         del p
@@ -373,7 +374,9 @@ def test_a_killed_signalfd_waiter_leaves_its_number_clean(loop_kind):
             pair_that_must_work()
         g = tgreen.spawn(gsignal.sigtimedwait, {signal.SIGUSR2}, 10)
         tgreen.sleep(0.01)
-        os.kill(os.getpid(), signal.SIGUSR2)
+        # To this thread, which blocks it (a process-wide kill could land in
+        # another thread, where SIGUSR2's default action ends the process).
+        signal.pthread_kill(threading.get_ident(), signal.SIGUSR2)
         assert g.get(timeout=10).si_signo == signal.SIGUSR2
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
@@ -403,7 +406,7 @@ def test_tornado_app_mixing_fetch_and_dropped_green_sockets(loop_kind):
                     return data
                 data += chunk          # returns without close()
 
-        for i in range(40):
+        for i in range(25):
             assert raw_get().endswith(b"hello")
             if i % 3 == 0:
                 collect()
@@ -412,8 +415,8 @@ def test_tornado_app_mixing_fetch_and_dropped_green_sockets(loop_kind):
         return out
 
     async def main() -> list:
-        from tornado.netutil import bind_sockets
         from tornado.httpserver import HTTPServer
+        from tornado.netutil import bind_sockets
 
         socks = bind_sockets(0, "127.0.0.1")
         server = HTTPServer(Application([("/", Hello)]))
@@ -426,7 +429,7 @@ def test_tornado_app_mixing_fetch_and_dropped_green_sockets(loop_kind):
             await server.close_all_connections()
 
     loop = asyncio.get_event_loop()
-    assert loop.run_until_complete(main()) == [b"hello"] * 40
+    assert loop.run_until_complete(main()) == [b"hello"] * 25
 
 
 def test_os_close_behind_the_back_then_tornado_reuses_the_number(loop_kind):

@@ -90,7 +90,14 @@ steals it from Tornado. So:
   closed behind tgreen's back with ``os.close`` or by a C library), or an
   identity fstat cannot give (eventfd/signalfd/timerfd share one anonymous
   inode), drops it: the loop callbacks are removed, greenlets still waiting
-  on the old file get EBADF, and the new owner registers afresh.
+  on the old file get EBADF, and the new owner registers afresh. When the
+  number's next user is not tgreen (Tornado's ``add_handler``, an asyncio
+  transport), the selector guard (asyncio's selector loops) sees a foreign
+  callback join a key that holds ours for another file: ours is dropped and
+  the fd re-registered with the kernel (asyncio would otherwise
+  ``epoll.modify`` an entry the kernel dropped, or with unchanged events never
+  add the new file). uvloop needs no guard: libuv re-adds an fd to epoll
+  whenever a poll handle is started.
 * **Selector errors.** Every add/remove goes through ``_add``/``_remove``.
   Removal ignores errors for fds that are already gone (OSError, ValueError,
   KeyError, and RuntimeError for a number an asyncio transport now uses).
@@ -175,7 +182,7 @@ class _Watch:
     ``owner`` (a weak reference, or None for anonymous waits) and ``ident``
     (the file's identity) say whose registration this is ("Registrations")."""
 
-    __slots__ = ("fd", "reader", "writer", "rreg", "wreg", "listeners", "owner", "ident")
+    __slots__ = ("fd", "ident", "listeners", "owner", "reader", "rreg", "wreg", "writer")
 
     def __init__(self, fd: int, owner: Any = None) -> None:
         self.fd = fd
