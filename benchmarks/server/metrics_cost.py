@@ -83,7 +83,7 @@ def run_variant(name: str, trees: dict, duration: int) -> dict:
                 if time.monotonic() > deadline or proc.poll() is not None:
                     raise RuntimeError(f"{name}: server did not start") from None
                 time.sleep(0.05)
-        run_wrk(port, ["-t2", "-c100"], 1)   # warm-up
+        warm = run_wrk(port, ["-t2", "-c100"], 1)   # warm-up
         cpu0 = tree_cpu(proc.pid)
         r = run_wrk(port, ["-t2", "-c100"], duration)
         cpu = tree_cpu(proc.pid) - cpu0
@@ -93,7 +93,10 @@ def run_variant(name: str, trees: dict, duration: int) -> dict:
             import urllib.request
 
             stats = json.load(urllib.request.urlopen(f"http://127.0.0.1:{mport}/stats"))
+            # wrk counts the responses it read; those in flight when it
+            # stops (at most one per connection per run) reach the server too.
             r["counted"] = stats["requests_total"]
+            r["wrk_total"] = warm["requests"] + r["requests"]
         return r
     finally:
         os.killpg(proc.pid, signal.SIGINT)
@@ -162,7 +165,8 @@ def main() -> None:
                 r = run_variant(name, trees, a.duration)
                 results[name].append(r)
                 print(f"rep {rep + 1} {name}: {r['rps']:.0f} req/s, {r['us_per_req']:.1f} us CPU/req"
-                      + (f", counted {r['counted']}" if "counted" in r else ""), flush=True)
+                      + (f", counted {r['counted']} (wrk read {r['wrk_total']})" if "counted" in r else ""),
+                      flush=True)
         print(f"load after: {loadavg()}")
         print(f"metrics hook: {hook_ns():.0f} ns/call\n")
         base = statistics.median(r["rps"] for r in results[names[0]])
