@@ -371,3 +371,20 @@ def test_metrics_on_a_unix_socket_and_the_socket_file_is_removed_at_stop(tmp_pat
         status, body = get("/metrics")
         assert status == 200 and b"tgreen_requests_total" in body
     assert not path.exists()
+
+
+def test_workers_recycled_by_max_requests_keep_their_counts_and_count_as_exit_restarts(tmp_path):
+    srv, mx = _serve(tmp_path, "--workers", "1", "--max-requests", "5")
+    with srv:
+        mx.wait()
+        base = mx.stats()["requests_total"]
+        first = srv.workers()
+        for _ in range(12):
+            requests.get(srv.url + "/", headers={"Connection": "close"})
+        _wait_for(lambda: mx.stats()["requests_total"] == base + 12, what="12 requests")
+        st = _wait_for(lambda: (s := mx.stats())["worker_restarts"]["exit"] >= 2 and s,
+                       what="two recycled workers")
+        assert st["worker_restarts"]["crash"] == 0
+        assert first[0] not in [w["pid"] for w in st["workers"]]
+        time.sleep(0.3)
+        assert mx.stats()["requests_total"] == base + 12

@@ -13,9 +13,9 @@ Theory of operation
 multiprocess mode). Before it forks, the master maps one anonymous shared
 ``mmap`` (``Block``): a header, a *retired* area and one *slot* per live
 worker process. A worker writes only its own slot: plain 64-bit integers
-(counts, nanoseconds) bumped through a ``memoryview``, a few
-hundred nanoseconds per request and no lock, because each word has one
-writer. When a worker exits, the master (the only writer of the header and
+(counts, nanoseconds) bumped through a ``memoryview``, about a
+microsecond per request (benchmarks/RESULTS.md) and no lock, because each
+word has one writer. When a worker exits, the master (the only writer of the header and
 the retired area) adds the dead slot's counters to the retired area and
 frees the slot, inside a sequence lock, so a reader never counts a request
 twice or loses one: the totals are exactly the sum over every worker that
