@@ -36,7 +36,9 @@ tornado_app = tornado.web.Application([(r"/tornado", TornadoHandler)])
 @tgreen.postfork
 def listen():
     # After fork, before the worker's loop starts: each worker its own port.
-    tornado_app.listen(PORT_BASE + tgreen.worker_id(), address="127.0.0.1")
+    # reuse_port: during a reload (SIGHUP) the new worker with this id binds
+    # the port while the old one still finishes its requests on it.
+    tornado_app.listen(PORT_BASE + tgreen.worker_id(), address="127.0.0.1", reuse_port=True)
 
 
 def application(environ, start_response):

@@ -162,3 +162,42 @@ def _swallow(url: str) -> None:
         requests.get(url, timeout=30)
     except requests.RequestException:
         pass
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_blocking_c_call_gets_its_worker_replaced_with_its_stack_logged(tmp_path, loop):
+    """Unpatched, time.sleep blocks the whole worker in C: the heartbeat stops,
+    the master logs where the worker is stuck and replaces it."""
+    pytest.importorskip(loop)
+    app = write_app(tmp_path, textwrap.dedent("""
+        import os
+        import time
+
+        def blocking_call():
+            time.sleep(60)
+
+        def application(environ, start_response):
+            if environ["PATH_INFO"] == "/block":
+                blocking_call()
+            body = f"ok {os.getpid()}".encode()
+            start_response("200 OK", [("Content-Length", str(len(body)))])
+            return [body]
+    """))
+    with Serve(app, "--no-patch", "--timeout", "1", "--loop", loop) as srv:
+        old = srv.wait_workers(1)[0]
+        t = threading.Thread(target=_swallow, args=(srv.url + "/block",))
+        t.start()
+        new = srv.wait_workers(1, timeout=20, exclude=(old,))[0]
+        t.join(30)
+        _wait_for(lambda: _answers(srv), what="the new worker to serve")
+        assert requests.get(srv.url + "/", timeout=10).text == f"ok {new}"
+        out = srv.output()
+        assert f"worker 1 (pid {old}): its loop made no progress for" in out
+        assert "in blocking_call" in out
+
+
+def _answers(srv: Serve) -> bool:
+    try:
+        return requests.get(srv.url + "/", timeout=5).status_code == 200
+    except requests.RequestException:
+        return False
