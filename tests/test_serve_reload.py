@@ -221,3 +221,20 @@ def test_reload_without_watchfiles_is_one_line_and_exit_2(tmp_path):
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1
     assert "reload needs the watchfiles package" in out.stderr
+
+
+def test_the_tornado_example_reloads_its_per_worker_port(tmp_path):
+    """examples/wsgi_tornado.py listens on BASE + worker_id from a postfork
+    hook; the new worker binds it beside the old one (reuse_port)."""
+    example = os.path.join(os.path.dirname(__file__), "..", "examples", "wsgi_tornado.py")
+    base = free_port()
+    with Serve(example, env={"TORNADO_PORT_BASE": str(base - 1)}) as srv:
+        old = srv.wait_workers(1)[0]
+        assert requests.get(srv.url + "/", timeout=10).status_code == 200
+        os.kill(srv.pid, signal.SIGHUP)
+        _wait_for(lambda: "reloaded: 1 new workers up" in srv.output() or "reload failed" in srv.output(),
+                  what="the reload")
+        assert "reload failed" not in srv.output()
+        _wait_for(lambda: old not in srv.workers(), what="the old worker to exit")
+        r = requests.get(f"http://127.0.0.1:{base}/tornado", timeout=10)
+        assert r.status_code == 200 and f"pid {srv.workers()[0]}" in r.text
