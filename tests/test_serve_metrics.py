@@ -388,3 +388,39 @@ def test_workers_recycled_by_max_requests_keep_their_counts_and_count_as_exit_re
         assert first[0] not in [w["pid"] for w in st["workers"]]
         time.sleep(0.3)
         assert mx.stats()["requests_total"] == base + 12
+
+
+@pytest.mark.timeout(120)
+def test_counts_stay_exact_across_a_sighup_reload_under_load(tmp_path):
+    srv, mx = _serve(tmp_path, "--workers", "2")
+    with srv:
+        mx.wait()
+        _wait_for(lambda: len(mx.stats()["workers"]) == 2, what="two workers")
+        base = mx.stats()["requests_total"]
+        old = set(srv.workers())
+        done, stop = [0], threading.Event()
+
+        def load() -> None:
+            with requests.Session() as s:
+                while not stop.is_set():
+                    assert s.get(srv.url + "/", timeout=10).status_code == 200
+                    done[0] += 1
+
+        threads = [threading.Thread(target=load) for _ in range(3)]
+        for t in threads:
+            t.start()
+        try:
+            _wait_for(lambda: done[0] > 50, what="load")
+            os.kill(srv.pid, signal.SIGHUP)
+            _wait_for(lambda: (s := mx.stats())["worker_restarts"]["reload"] == 2
+                      and not old & {w["pid"] for w in s["workers"]}, timeout=30,
+                      what="the reload to finish")
+            n = done[0]
+            _wait_for(lambda: done[0] > n + 50, what="load on the new workers")
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(20)
+        _wait_for(lambda: mx.stats()["requests_total"] - base == done[0], what=f"{done[0]} requests")
+        st = mx.stats()
+        assert st["worker_restarts_total"] == 2 and len(st["workers"]) == 2
