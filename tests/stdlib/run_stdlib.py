@@ -91,6 +91,17 @@ REPO_ROOT = os.path.dirname(os.path.dirname(HERE))
 LIBS = ("tgreen", "gevent", "none")
 DEFAULT_MODULES = ("test_socket", "test_select", "test_selectors",
                    "test_timeout", "test_socketserver")
+# The yardstick: CPython's tests for everything patch_all() touches (--all).
+# test_asyncore, test_asynchat and test_telnetlib left CPython in 3.12; on a
+# newer interpreter they are reported as "module skipped".
+ALL_MODULES = DEFAULT_MODULES + (
+    "test_ssl", "test_threading", "test_threading_local", "test_thread", "test_queue",
+    "test_subprocess", "test_signal", "test_httplib", "test_urllib2_localnet",
+    "test_wsgiref", "test_ftplib", "test_smtplib",
+    "test_poll", "test_epoll", "test_httpservers", "test_xmlrpc", "test_docxmlrpc",
+    "test_poplib", "test_imaplib", "test_telnetlib", "test_asyncore", "test_asynchat",
+    "test_threadsignals", "test_context", "test_time", "test_os", "test_fork1",
+    "test_wait3", "test_wait4")
 
 # Mirrors test.libregrtest.utils.RESOURCE_NAMES (3.11); anything that might
 # reach the outside world is left out.
@@ -123,6 +134,12 @@ MAX_ATTEMPTS = 60
 _CHILD_BOOTSTRAP = r"""
 import sys
 lib, runner_path, config_path = sys.argv[1:4]
+import signal
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    # Started in the background (CI, nohup, `&`): SIGINT comes in ignored and
+    # Python then installs no KeyboardInterrupt handler, which test_signal's
+    # SIGINT tests need. Give the child what an interactive run has.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 import _thread
 real_thread = (_thread.start_new_thread, _thread.allocate_lock, _thread.get_ident)
 try:
@@ -456,6 +473,14 @@ def _child_main(lib, config_path, real_thread):
         suite = _load_suite(mod)
     except unittest.SkipTest as exc:
         emit("module_skipped", reason=str(exc))
+        emit("done")
+        os._exit(0)
+    except ModuleNotFoundError as exc:
+        if exc.name != "test." + module:
+            traceback.print_exc()
+            emit("fatal", stage="import", detail=short(sys.exc_info()))
+            os._exit(4)
+        emit("module_skipped", reason=f"not in Python {platform.python_version()}")
         emit("done")
         os._exit(0)
     except BaseException:
@@ -898,11 +923,15 @@ def main(argv=None):
     ap.add_argument("--log-dir", help="where to keep child logs (default: new temp dir)")
     ap.add_argument("--compare", metavar="JSON",
                     help="also list tests whose outcome differs from this earlier report")
+    ap.add_argument("--all", action="store_true",
+                    help=f"run the whole yardstick ({len(ALL_MODULES)} modules, ALL_MODULES)")
     ap.add_argument("modules", nargs="*", metavar="MODULE",
                     help="test modules, default: {}".format(" ".join(DEFAULT_MODULES)))
     args = ap.parse_args(argv)
+    if args.all and args.modules:
+        ap.error("--all and MODULE names exclude each other")
     modules = [m.removeprefix("test.")
-               for m in (args.modules or DEFAULT_MODULES)]
+               for m in (ALL_MODULES if args.all else args.modules or DEFAULT_MODULES)]
     for m in modules:
         if not re.match(r"^test_\w+(\.test_\w+)?$", m):
             ap.error(f"not a stdlib test module name: {m!r}")
