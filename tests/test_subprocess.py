@@ -370,6 +370,15 @@ def test_os_read_on_a_nonblocking_fd_keeps_EAGAIN():
         os.close(w)
 
 
+def test_os_read_and_write_on_a_bad_fd_raise_the_stdlib_errors():
+    # asyncore's file_wrapper reads fd -1 after close() and expects OSError.
+    for fd, error in ((-1, OSError), (10**6, OSError), (2**40, OverflowError)):
+        with pytest.raises(error):
+            gos.read(fd, 1)
+        with pytest.raises(error):
+            gos.write(fd, b"x")
+
+
 def test_fork_child_gets_a_fresh_loop_and_parent_keeps_its_events():
     # Without the at-fork hook the child would run the parent's loop, whose
     # epoll it shares: it stole the data sent to the parent's socket.

@@ -171,8 +171,10 @@ def _may_block(fd: int, wrong_mode: int) -> bool:
     pipe's read end given to ``write``) fails at once with EBADF."""
     try:
         flags = _fcntl(fd, _F_GETFL)
-    except OSError:
-        return False  # a bad fd: let the syscall raise the stdlib's error
+    except (OSError, ValueError, TypeError, OverflowError):
+        # A bad fd (closed, negative, not an int): the syscall raises the
+        # stdlib's own error (os.read(-1, 1) is OSError EBADF, not ValueError).
+        return False
     return not flags & _O_NONBLOCK and (flags & _O_ACCMODE) != wrong_mode
 
 
