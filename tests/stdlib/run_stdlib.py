@@ -7,7 +7,10 @@ Usage::
 
 e.g. ``python tests/stdlib/run_stdlib.py --lib gevent test_socket test_select``.
 MODULE names are modules of CPython's own ``test`` package (``test.test_socket``
-and so on), which ships with this interpreter.
+and so on), which ships with this interpreter. ``--all`` runs the whole
+yardstick (``ALL_MODULES``, 34 modules). ``--python PATH`` runs the children
+on another interpreter, e.g. a 3.13 venv with tgreen installed
+(``--python .venv313/bin/python``): its own ``test`` package is measured.
 
 Why
 ---
