@@ -589,7 +589,7 @@ def _child_main(lib, config_path, real_thread):
 
 
 def _patch_info(lib):
-    info = {"lib": lib, "lib_version": None}
+    info = {"lib": lib, "lib_version": None, "python": platform.python_version()}
     if lib != "none":
         try:
             info["lib_version"] = getattr(__import__(lib), "__version__", "unknown")
@@ -964,8 +964,9 @@ def main(argv=None):
         return 3
     report["meta"]["lib_version"] = info.get("lib_version")
     report["meta"]["patched"] = info
+    report["meta"]["python"] = info.get("python", report["meta"]["python"])  # the children's
     print("lib={} version={} python={}  socket.socket={}  logs: {}".format(
-        args.lib, info.get("lib_version"), platform.python_version(),
+        args.lib, info.get("lib_version"), report["meta"]["python"],
         info.get("socket.socket"), log_dir), flush=True)
 
     rc = 0
