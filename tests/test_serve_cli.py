@@ -54,6 +54,8 @@ def test_python_m_and_console_script_entry_point_agree():
     (["--forwarded-allow-ips", "10.0.0.300"], "--forwarded-allow-ips: '10.0.0.300' is not an IP"),
     (["--root-path", "app/"], "--root-path must start with '/'"),
     (["--certfile", "c.pem"], "--certfile and --keyfile go together"),
+    (["--certfile", "nope.pem", "--keyfile", "nope.key"],
+     "--certfile nope.pem, --keyfile nope.key: cannot load the certificate and key: No such file"),
     (["--chdir", "/no/such/dir"], "--chdir /no/such/dir: No such file or directory"),
     (["--user", "no-such-user-here"], "--user: no such user 'no-such-user-here'"),
     (["--group", "no-such-group-here"], "--group: no such group 'no-such-group-here'"),

@@ -4,6 +4,7 @@ and the report of a blocked loop when the app runs unpatched. ::
 
     chdir(cfg, label)                 # --chdir, first of all
     check_accounts(cfg, label)        # --user/--group need root
+    check_tls(cfg, label)             # --certfile/--keyfile load
     patch(cfg)                        # patch_all() unless --no-patch
     with pid_file(cfg, label): ...    # --pid, removed at exit
     drop_privileges_in_workers(cfg)   # --user/--group, in each forked worker
@@ -35,7 +36,7 @@ from collections.abc import Callable, Iterator
 
 from .wsgi.config import Config, ConfigError
 
-__all__ = ["BLOCK_REPORT_MS", "check_accounts", "chdir", "drop_privileges_in_workers", "patch",
+__all__ = ["BLOCK_REPORT_MS", "check_accounts", "check_tls", "chdir", "drop_privileges_in_workers", "patch",
            "pid_file", "start_block_report"]
 
 log = logging.getLogger("tgreen.serve")
@@ -64,6 +65,23 @@ def check_accounts(cfg: Config, label: Label) -> None:
         if wanted is not None and wanted != current:
             raise ConfigError(f"tgreen: {label(name)}: switching to another {name} needs "
                               "tgreen-serve to start as root")
+
+
+def check_tls(cfg: Config, label: Label) -> None:
+    """Load --certfile/--keyfile once in the master: a missing or bad file is
+    one line naming the flag, not a worker that crashes at every respawn."""
+    if not cfg.certfile:
+        return
+    import ssl
+
+    from .ssl import server_context
+
+    try:
+        server_context(cfg.certfile, cfg.keyfile)
+    except (OSError, ssl.SSLError) as e:
+        files = f"{label('certfile')} {cfg.certfile}, {label('keyfile')} {cfg.keyfile}"
+        reason = getattr(e, "strerror", None) or getattr(e, "reason", None) or str(e)
+        raise ConfigError(f"tgreen: {files}: cannot load the certificate and key: {reason}") from None
 
 
 def patch(cfg: Config) -> None:

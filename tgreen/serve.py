@@ -108,6 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                "(or app = ... in the --config file, or TGREEN_SERVE_APP)")
         check_spec(app_spec)
         _serve_setup.check_accounts(cfg, label)
+        _serve_setup.check_tls(cfg, label)
     except (ConfigError, AppLoadError) as e:
         return _usage_error(e)
     logging.basicConfig(level=cfg.log_level.upper(), stream=sys.stderr,

@@ -88,6 +88,8 @@ def server_cmd(server: str, app: str, port: int, n: int, long_keepalive: bool) -
                "--workers", str(workers), "--log-level", "warning"]
         if server == "tgreen-uvloop":
             cmd += ["--loop", "uvloop"]
+        if server == "tgreen-nopatch":   # patch_all() in the master is the default
+            cmd += ["--no-patch"]
         if long_keepalive:
             cmd += ["--keep-alive", "0"]
         return cmd, env
@@ -404,7 +406,9 @@ def main(argv=None):
     loads = []
     for rep in range(args.reps):
         for scen in scens:
-            servers = [s for s in SCENARIOS[scen][3] if not only or s in only]
+            # tgreen-nopatch (--no-patch) runs only when asked for by --servers.
+            pool = SCENARIOS[scen][3] + (["tgreen-nopatch"] if scen != "workers" else [])
+            servers = [s for s in pool if (s in only if only else s != "tgreen-nopatch")]
             k = rep % len(servers)
             order = servers[k:] + servers[:k]
             for server in order:

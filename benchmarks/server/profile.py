@@ -31,13 +31,16 @@ def main():
     ap.add_argument("--seconds", type=int, default=8)
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--native", action="store_true", help="py-spy --native (C frames too)")
+    ap.add_argument("--no-patch", action="store_true", help="tgreen-serve --no-patch")
     args = ap.parse_args()
     app, wrk_args, n, _, _ = bench.SCENARIOS[args.scenario]
     name = "tgreen-uvloop" if args.loop == "uvloop" else "tgreen"
+    if args.no_patch:
+        name = "tgreen-nopatch"
     logdir = f"/tmp/tgreen-profile-{os.getpid()}"
     os.makedirs(logdir, exist_ok=True)
     srv = bench.Server(name, app, n, logdir)
-    out = f"/tmp/tgreen-profile-{args.scenario}-{args.loop}.txt"
+    out = f"/tmp/tgreen-profile-{args.scenario}-{name}.txt"
     try:
         srv.wait_ready()
         bench.check(srv.port, app)
