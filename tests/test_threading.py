@@ -400,6 +400,51 @@ def test_a_fresh_import_of_C_queue_waits_greenly():
                    "empty": "True"}, out
 
 
+def test_queue_shutdown_wakes_blocked_getters_and_putters_with_ShutDown():
+    # 3.13's Queue.shutdown(); tgreen's Queue is queue.Queue once patched.
+    out = values(run("""
+        import queue, threading, tgreen, tgreen.queue
+        ShutDown = getattr(queue, "ShutDown", tgreen.queue.ShutDown)
+        assert tgreen.queue.ShutDown is ShutDown
+        q = queue.Queue(maxsize=1)
+        q.put("kept")
+        seen = []
+        def blocked_put():
+            try:
+                q.put("never")
+            except ShutDown:
+                seen.append("put")
+        t = threading.Thread(target=blocked_put); t.start()
+        tgreen.sleep(0.02)
+        q.shutdown()                              # not immediate: items stay gettable
+        t.join()
+        print("after_put", seen == ["put"], q.get() == "kept")
+        try:
+            q.get(timeout=1)
+        except ShutDown:
+            print("get_empty", True)
+        e = queue.Queue()
+        def blocked_get():
+            try:
+                e.get()
+            except ShutDown:
+                seen.append("get")
+        t = threading.Thread(target=blocked_get); t.start()
+        tgreen.sleep(0.02)
+        e.shutdown()
+        t.join()
+        print("woken_get", seen[-1] == "get")
+        j = queue.Queue(); j.put(1); j.put(2)
+        joiner = threading.Thread(target=j.join); joiner.start()
+        tgreen.sleep(0.02)
+        j.shutdown(immediate=True)                # drops the items, ends join()
+        joiner.join(timeout=2)
+        print("immediate", not joiner.is_alive(), j.empty())
+    """))
+    assert out == {"after_put": "True True", "get_empty": "True", "woken_get": "True",
+                   "immediate": "True True"}, out
+
+
 def test_thread_pool_executor_workers_are_green():
     out = values(run("""
         import concurrent.futures as cf, threading, time

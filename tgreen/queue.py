@@ -25,6 +25,9 @@ gives every *fresh* import of ``_queue`` (``import_fresh_module``, a
 loaded (with the one ``queue.Empty`` it raises). Importing with ``_queue``
 blocked still gets the pure-Python one.
 
+``shutdown(immediate=False)`` and ``ShutDown`` are 3.13's API (the stdlib's
+``queue.ShutDown`` where it exists), offered on every version.
+
 Extensions over the stdlib: ``join(timeout)`` returns whether all tasks are
 done, ``peek()``, ``len(q)``, iteration (``for item in q`` gets forever), and
 ``JoinableQueue`` as an alias of ``Queue``. A queue is always true, even
@@ -45,6 +48,13 @@ from typing import Any
 from ._thread import LockType, WaitQueue, _c_get_ident, allocate_lock
 
 __all__ = ["Empty", "Full", "JoinableQueue", "LifoQueue", "PriorityQueue", "Queue", "SimpleQueue"]
+
+try:
+    from queue import ShutDown  # 3.13+
+except ImportError:
+    class ShutDown(Exception):
+        """Raised by put/get on a queue that was shut down (3.13's API)."""
+__all__.append("ShutDown")
 __implements__ = ["Queue", "LifoQueue", "PriorityQueue", "SimpleQueue"]
 
 
@@ -121,6 +131,7 @@ class Queue:
         self.not_full = _Condition(self.mutex)
         self.all_tasks_done = _Condition(self.mutex)
         self.unfinished_tasks = 0
+        self.is_shutdown = False
 
     __class_getitem__ = classmethod(types.GenericAlias)
 
@@ -192,6 +203,8 @@ class Queue:
         else:
             m._acquire_contended(None)
         try:
+            if self.is_shutdown:
+                raise ShutDown
             if self.maxsize > 0:
                 if not block:
                     if self._qsize() >= self.maxsize:
@@ -199,6 +212,8 @@ class Queue:
                 elif timeout is None:
                     while self._qsize() >= self.maxsize:
                         self.not_full.wait(None, "Queue.put()")
+                        if self.is_shutdown:
+                            raise ShutDown
                 elif timeout < 0:
                     raise ValueError("'timeout' must be a non-negative number")
                 else:
@@ -208,6 +223,8 @@ class Queue:
                         if remaining <= 0.0:
                             raise Full
                         self.not_full.wait(remaining, "Queue.put()")
+                        if self.is_shutdown:
+                            raise ShutDown
             self._put(item)
             self.unfinished_tasks += 1
             waiters = self.not_empty._waiters
@@ -226,12 +243,16 @@ class Queue:
         else:
             m._acquire_contended(None)
         try:
+            if self.is_shutdown and not self._qsize():
+                raise ShutDown
             if not block:
                 if not self._qsize():
                     raise Empty
             elif timeout is None:
                 while not self._qsize():
                     self.not_empty.wait(None, "Queue.get()")
+                    if self.is_shutdown and not self._qsize():
+                        raise ShutDown
             elif timeout < 0:
                 raise ValueError("'timeout' must be a non-negative number")
             else:
@@ -241,6 +262,8 @@ class Queue:
                     if remaining <= 0.0:
                         raise Empty
                     self.not_empty.wait(remaining, "Queue.get()")
+                    if self.is_shutdown and not self._qsize():
+                        raise ShutDown
             item = self._get()
             waiters = self.not_full._waiters
             if waiters:
@@ -250,6 +273,21 @@ class Queue:
             m._block.release()
             if m._waiters:
                 m._waiters.wake_one()
+
+    def shutdown(self, immediate: bool = False) -> None:
+        """Make later puts raise ``ShutDown``, and gets once the queue is
+        empty (3.13's API); ``immediate`` empties it first, ending ``join``.
+        Blocked callers wake and raise."""
+        with self.mutex:
+            self.is_shutdown = True
+            if immediate:
+                while self._qsize():
+                    self._get()
+                    if self.unfinished_tasks > 0:
+                        self.unfinished_tasks -= 1
+                self.all_tasks_done.notify_all()
+            self.not_empty.notify_all()
+            self.not_full.notify_all()
 
     def put_nowait(self, item: Any) -> None:
         self.put(item, block=False)
@@ -262,6 +300,8 @@ class Queue:
         with self.not_empty:
             endtime = None if timeout is None else _time() + timeout
             while not self._qsize():
+                if self.is_shutdown:
+                    raise ShutDown
                 remaining = None if endtime is None else endtime - _time()
                 if not block or (remaining is not None and remaining <= 0):
                     raise Empty
