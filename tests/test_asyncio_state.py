@@ -248,3 +248,25 @@ def test_tornado_finds_the_hubs_loop_in_a_greenlet_after_it_ran_asyncio_run():
         assert g.get() == "done"
         assert IOLoop.current().asyncio_loop is tgreen.get_hub().loop
     """)
+
+
+def test_killing_a_greenlet_inside_asyncio_run_cancels_its_task_and_closes_its_loop():
+    run("""
+        import tgreen.monkey; tgreen.monkey.patch_all()
+        import asyncio, tgreen
+        loops, cleaned = [], []
+        def work():
+            async def inner():
+                loops.append(asyncio.get_running_loop())
+                try:
+                    await asyncio.sleep(30)
+                finally:
+                    cleaned.append(True)
+            asyncio.run(inner())
+        g = tgreen.spawn(work)
+        tgreen.sleep(0.1)          # it waits inside its own loop
+        g.kill(timeout=5)
+        assert g.dead and cleaned == [True] and loops[0].is_closed()
+        assert asyncio._get_running_loop() is None
+        tgreen.sleep(0.01)         # the hub is fine afterwards
+    """)
