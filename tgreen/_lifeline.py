@@ -16,7 +16,7 @@ the master reads) and an unlinked stack file. In the worker,
 
 The worker sends ``ready`` once its server accepts on its loop. The master
 reads every pipe each tick (``MasterEnd.read``): any message counts as a sign
-of life; ``ready`` and other kinds go to the master's handlers. To report a
+of life, and ``ready`` lets a reload retire the old workers. To report a
 stuck worker the master sends ``STACK_SIGNAL`` and reads the stack file
 (``MasterEnd.dump_stack``) before it kills the worker. ::
 
@@ -25,9 +25,8 @@ stuck worker the master sends ``STACK_SIGNAL`` and reads the stack file
             dump_stack(pid) -> "Thread 0x... File ..."         (SIGUSR2: faulthandler writes)
 
 Messages are one line each (``kind`` or ``kind payload``), at most
-``PIPE_BUF`` bytes, so a write is atomic and never interleaves. Other
-modules may send their own kinds (``tgreen._lifeline.send``) and the master
-dispatches them to ``Master.message_handlers``.
+``MAX_MESSAGE`` bytes (below ``PIPE_BUF``), so a write is atomic and never
+interleaves.
 
 Rules of this file:
 
@@ -47,7 +46,7 @@ from typing import Any
 
 from . import _originals
 
-__all__ = ["STACK_SIGNAL", "Lifeline", "MasterEnd", "WorkerEnd", "send"]
+__all__ = ["STACK_SIGNAL", "Lifeline", "MasterEnd", "WorkerEnd"]
 
 _os = _originals.module("os")
 _sleep = _originals.get("time", "sleep")
@@ -57,9 +56,6 @@ STACK_SIGNAL = signal.SIGUSR2
 
 #: Longest message, so that a write is atomic on every POSIX pipe.
 MAX_MESSAGE = 512
-
-_current: WorkerEnd | None = None
-
 
 class Lifeline:
     """The fds shared by one master and one worker (made before the fork)."""
@@ -150,10 +146,7 @@ class WorkerEnd:
 
     def start(self, loop: Any, interval: float | None) -> None:
         """Dump stacks on ``STACK_SIGNAL``; beat every ``interval`` seconds
-        from ``loop`` (None: no heartbeat). Also makes this the end that
-        ``send()`` uses."""
-        global _current
-        _current = self
+        from ``loop`` (None: no heartbeat)."""
         faulthandler.register(STACK_SIGNAL, file=self.stack, all_threads=True)
         if interval:
             self._loop = loop
@@ -174,21 +167,3 @@ class WorkerEnd:
         except (BlockingIOError, BrokenPipeError, OSError):
             return False
 
-    def stop(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-
-
-def send(kind: str, payload: str = "") -> bool:
-    """Send a message to the master from a ``tgreen-serve`` worker (False
-    outside one, or if it could not be sent)."""
-    end = _current
-    return end.send(kind, payload) if end is not None else False
-
-
-def close_inherited(lines: list) -> None:
-    """In a new worker: close the fds of the other workers' lifelines it
-    inherited from the master."""
-    for end in lines:
-        end.close()

@@ -108,15 +108,10 @@ class _Worker:
 class Master:
     """Binds, forks and supervises the workers. ``run()`` returns the exit status.
 
-    Hooks for code that watches the master: ``worker_restarted(wid, reason)``
-    is called for each replaced worker (it feeds ``--metrics-bind``);
-    ``counters`` holds running totals (``worker_restarts``, ``workers_stuck``
-    (watchdog kills), ``reloads``, ``reloads_failed``); each function in
-    ``listeners`` is called as
-    ``fn(event, info)`` on every event (``worker_ready``, ``worker_exit``,
-    ``worker_stuck``, ``reload``, ``reload_done``, ``reload_failed``);
-    ``message_handlers[kind]`` receives ``(worker, payload)`` for messages a
-    worker sent with ``tgreen._lifeline.send(kind, payload)``.
+    The hook for code that watches the master: ``worker_restarted(wid,
+    reason)`` is called once for each replaced worker, with reason "crash",
+    "exit", "timeout" (killed by the watchdog: its loop was blocked) or
+    "reload" (it feeds ``--metrics-bind``).
     """
 
     def __init__(self, app_spec: str, cfg: Config) -> None:
@@ -133,19 +128,9 @@ class Master:
         self.boot_failed = False
         self.pid = os.getpid()
         self.reloader: Any = None
-        self.counters = {"worker_restarts": 0, "workers_stuck": 0, "reloads": 0, "reloads_failed": 0}
-        self.listeners: list[Callable[[str, dict], Any]] = []
-        self.message_handlers: dict[str, Callable[[_Worker, str], Any]] = {}
         self._unix_paths: list[str] = []
         #: ``tgreen.wsgi.metrics.MasterMetrics`` with --metrics-bind, else None.
         self.metrics: Any = None
-
-    def _event(self, name: str, **info: Any) -> None:
-        for fn in list(self.listeners):
-            try:
-                fn(name, info)
-            except Exception as e:
-                log.error("tgreen-serve: a master listener failed on %s", name, exc_info=e)
 
     # -- the master's life -------------------------------------------------------------
 
@@ -262,18 +247,13 @@ class Master:
 
     def read_lifelines(self) -> None:
         for w in list(self.workers.values()):
-            for kind, payload in w.line.read():
+            for kind, _payload in w.line.read():
                 if kind == "ready":
                     self._ready(w)
-                elif kind != "beat":
-                    handler = self.message_handlers.get(kind)
-                    if handler is not None:
-                        handler(w, payload)
 
     def _ready(self, w: _Worker) -> None:
         w.ready = True
         self.served = True
-        self._event("worker_ready", wid=w.wid, pid=w.pid, gen=w.gen)
         gen = self.pending_gen
         if gen is not None and w.gen == gen:
             up = [x for x in self.workers.values() if x.gen == gen and x.ready and not x.retiring]
@@ -298,8 +278,6 @@ class Master:
                   "(--timeout %g); killing it. Its threads' stacks:\n%s", w.wid, w.pid, silent,
                   self.cfg.timeout, stack.rstrip() or "  (the worker wrote none)")
         _kill(w.pid, signal.SIGKILL)
-        self.counters["workers_stuck"] += 1
-        self._event("worker_stuck", wid=w.wid, pid=w.pid, seconds=silent, stack=stack)
 
     # -- reload ------------------------------------------------------------------------------
 
@@ -315,8 +293,6 @@ class Master:
             log.info("tgreen-serve: %s: replacing the reload under way", why)
             self._retire(lambda x: x.gen == old)
         gen = self.pending_gen = max(self.gen, old or 0) + 1
-        self.counters["reloads"] += 1
-        self._event("reload", why=why, gen=gen)
         log.info("tgreen-serve: %s: reloading: starting %d new workers; the old ones serve until "
                  "they are up", why, self.cfg.workers)
         for wid in range(1, self.cfg.workers + 1):
@@ -332,16 +308,13 @@ class Master:
                 self.worker_restarted(w.wid, "reload")
         log.info("tgreen-serve: reloaded: %d new workers up; %d old ones finish their requests",
                  self.cfg.workers, n)
-        self._event("reload_done", gen=gen)
 
     def _reload_failed(self, w: _Worker, what: str) -> None:
         gen = self.pending_gen
         self.pending_gen = None
         self._retire(lambda x: x.gen == gen)
-        self.counters["reloads_failed"] += 1
         log.error("tgreen-serve: reload failed: new worker %d (pid %d) %s before it was up; "
                   "the old workers keep serving", w.wid, w.pid, what)
-        self._event("reload_failed", gen=gen, wid=w.wid, pid=w.pid)
 
     def _retire(self, which: Callable[[_Worker], bool]) -> int:
         """Gracefully stop the workers ``which`` selects; they are not respawned."""
@@ -374,7 +347,6 @@ class Master:
             w.line.read()
             w.line.close()
             code = os.waitstatus_to_exitcode(status)
-            self._event("worker_exit", wid=w.wid, pid=pid, code=code, gen=w.gen, stuck=w.stuck)
             if self.stopping:
                 continue
             what = (f"killed by {signal.Signals(-code).name}" if code < 0 else
@@ -434,7 +406,6 @@ class Master:
         ``reason``: "crash" (died), "exit" (exited 0, e.g. --max-requests),
         "timeout" (killed by the watchdog), "reload" (SIGHUP, --reload).
         Counted in ``tgreen_worker_restarts_total{reason}``."""
-        self.counters["worker_restarts"] += 1
         if self.metrics is not None:
             self.metrics.restarted(reason)
 
