@@ -75,7 +75,11 @@ changed in 3.13, and each version gets the green form of *its* API:
   thread, so there it does nothing.
 
 Threads that a plain OS thread starts stay real threads on every version,
-with the same green end-of-thread duties (sentinels, handle, locals).
+with the same green end-of-thread duties (sentinels, handle, locals). So
+does, from 3.13, a ``Thread`` created before patching and started after: its
+C handle can only be started and marked done by C. An error that ends a
+thread reaches ``sys.unraisablehook`` in the running version's form (the
+function as the object up to 3.12, named in the message from 3.13).
 """
 
 from __future__ import annotations
