@@ -999,3 +999,29 @@ def test_an_error_ending_a_green_thread_is_reported_as_cpython_reports_it():
     assert v["value"] == "task failed"
     assert v["object"] == ("False True" if sys.version_info >= (3, 13) else "True False")
     assert v["message"] == "True"
+
+
+def test_a_thread_created_before_patching_and_started_after_is_green():
+    out = run("""
+        import threading, time
+        native = []
+        def work():
+            native.append(threading.get_native_id())   # an OS thread's id
+            time.sleep(0.3)
+        early = [threading.Thread(target=work) for _ in range(10)]
+        import tgreen.monkey; tgreen.monkey.patch_all()
+        started = time.monotonic()
+        for t in early:
+            t.start()
+        assert all(t.is_alive() for t in early)
+        for t in early:
+            t.join()
+        assert not any(t.is_alive() for t in early)
+        print("elapsed", time.monotonic() - started)
+        print("idents", len({t.ident for t in early}), threading.main_thread().ident in {t.ident for t in early})
+        print("os_threads", set(native) == {threading.get_native_id()})
+    """, patch=False)
+    v = values(out)
+    assert v["idents"] == "10 False"
+    assert v["os_threads"] == "True"  # greenlets in the main OS thread
+    assert float(v["elapsed"]) < 2.5  # ten 0.3 s sleeps side by side, not 3 s in a row

@@ -75,9 +75,10 @@ changed in 3.13, and each version gets the green form of *its* API:
   thread, so there it does nothing.
 
 Threads that a plain OS thread starts stay real threads on every version,
-with the same green end-of-thread duties (sentinels, handle, locals). So
-does, from 3.13, a ``Thread`` created before patching and started after: its
-C handle can only be started and marked done by C. An error that ends a
+with the same green end-of-thread duties (sentinels, handle, locals). A
+``Thread`` created before patching and started after is green on every
+version (from 3.13 it is given a green handle in place of its C one, which
+only C could start and mark done). An error that ends a
 thread reaches ``sys.unraisablehook`` in the running version's form (the
 function as the object up to 3.12, named in the message from 3.13).
 """
@@ -805,11 +806,17 @@ def start_joinable_thread(function: Callable[..., Any], handle: _ThreadHandle | 
     if handle is None:
         handle = _ThreadHandle()
     elif not isinstance(handle, _ThreadHandle):
-        if _c_start_joinable_thread is not None and isinstance(handle, _c_thread._ThreadHandle):
-            # A Thread made before patching carries a C handle, which only
-            # C can start and mark done: that thread stays a real one.
+        if _c_start_joinable_thread is None or not isinstance(handle, _c_thread._ThreadHandle):
+            raise TypeError("'handle' must be a _ThreadHandle")
+        owner = getattr(function, "__self__", None)
+        if getattr(owner, "_handle", None) is handle and not handle.ident:
+            # A Thread made before patching and started after: it carries a
+            # C handle, which only C can start and mark done. Give it a
+            # green one, so that it starts green, as it does up to 3.12.
+            handle = owner._handle = _ThreadHandle()
+        else:
+            # A bare C handle: only C can run a thread behind it.
             return _c_start_joinable_thread(function, handle=handle, daemon=daemon)
-        raise TypeError("'handle' must be a _ThreadHandle")
     if handle._state != _NOT_STARTED:
         raise RuntimeError("thread already started")
     handle._set_running(0)
