@@ -252,3 +252,12 @@ def test_tls_with_certfile_and_keyfile(tmp_path):
             with requests.Session() as sess:  # keep-alive over TLS
                 for _ in range(3):
                     assert sess.get(f"https://127.0.0.1:{port}/k", verify=str(cert)).ok
+
+
+def test_an_app_that_fails_in_every_worker_is_reported_once(tmp_path):
+    app = write_app(tmp_path, "raise RuntimeError('broken settings')\n")
+    out = run_cli(str(app), "--bind", f"127.0.0.1:{free_port()}", "--workers", "4", "--log-level", "warning")
+    assert out.returncode == 2
+    assert out.stderr.count("tgreen-serve: error: cannot load") == 1, out.stderr
+    assert out.stderr.count("Traceback") == 1, out.stderr
+    assert "tgreen/" not in out.stderr, out.stderr

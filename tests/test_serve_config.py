@@ -213,7 +213,6 @@ def test_chdir_comes_first_so_the_app_is_found_from_there(tmp_path):
 def test_user_and_group_switch_the_workers_not_the_master(tmp_path):
     import grp
     import pwd
-
     import tempfile
     from pathlib import Path
 

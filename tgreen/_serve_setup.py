@@ -8,7 +8,9 @@ and the report of a blocked loop when the app runs unpatched. ::
     patch(cfg)                        # patch_all() unless --no-patch
     with pid_file(cfg, label): ...    # --pid, removed at exit
     drop_privileges_in_workers(cfg)   # --user/--group, in each forked worker
+    share_boot_reports()              # before forking: see report_boot_error
     start_block_report(cfg)           # in a worker: the blocked-loop report
+    report_boot_error(exc, format)    # in a worker whose app failed to load
 
 Rules of this file:
 
@@ -24,6 +26,12 @@ Rules of this file:
    serve as root by accident.
 3. Errors are ``ConfigError`` with one line naming the setting as the user
    typed it (``label(option_name)``).
+4. A broken app fails alike in every worker of a generation: its report is
+   written once. The workers share (fork-inherited) a small shared-memory
+   record of the last report's digest and time, updated under a lock, and
+   skip a report identical to one written in the last ``BOOT_REPORT_WINDOW``
+   seconds. A worker interrupted while booting (the master stopping the
+   others, Ctrl-C) is not an error and reports nothing.
 """
 
 from __future__ import annotations
@@ -31,13 +39,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from .wsgi.config import Config, ConfigError
 
 __all__ = ["BLOCK_REPORT_MS", "check_accounts", "check_tls", "chdir", "drop_privileges_in_workers", "patch",
-           "pid_file", "start_block_report"]
+           "pid_file", "report_boot_error", "share_boot_reports", "start_block_report"]
 
 log = logging.getLogger("tgreen.serve")
 
@@ -198,3 +208,55 @@ def start_block_report(cfg: Config) -> None:
         "tgreen-serve runs this app unpatched (--no-patch): a blocking call holds the whole "
         "worker, and every other request waits. Drop --no-patch, or make the call green. "
         "Logged once per worker; --block-warning-ms MS reports every one."))
+
+
+#: Seconds during which an identical boot error is not written again.
+BOOT_REPORT_WINDOW = 3.0
+
+_shared: tuple[Any, Any] | None = None   # (lock file, 16-byte shared memory)
+
+
+def share_boot_reports() -> None:
+    """In the master, before forking: the record rule 4 needs."""
+    global _shared
+    import mmap
+    import tempfile
+
+    if _shared is None:
+        _shared = (tempfile.TemporaryFile(), mmap.mmap(-1, 16))  # anonymous: MAP_SHARED
+
+
+def _first_to_report(text: str) -> bool:
+    if _shared is None:
+        return True
+    import fcntl
+    import hashlib
+    import struct
+    import time
+
+    lock, mem = _shared
+    digest = hashlib.blake2b(text.encode("utf-8", "replace"), digest_size=8).digest()
+    now = time.monotonic()   # CLOCK_MONOTONIC: one clock for every process
+    fcntl.lockf(lock, fcntl.LOCK_EX)   # POSIX locks are per process: the workers exclude each other
+    try:
+        when = struct.unpack("d", mem[8:16])[0]
+        if mem[:8] == digest and now - when < BOOT_REPORT_WINDOW:
+            return False
+        mem[:8] = digest
+        mem[8:16] = struct.pack("d", now)
+        return True
+    finally:
+        fcntl.lockf(lock, fcntl.LOCK_UN)
+
+
+def report_boot_error(exc: BaseException, format_report: Callable[[], str]) -> None:
+    """Write a worker's boot error to stderr (rule 4). The worker exits next:
+    SIGINT and SIGTERM stay blocked, so the master stopping the other workers
+    cannot interrupt the report or the exit with a traceback of tgreen's own."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    if isinstance(exc, KeyboardInterrupt):
+        return
+    text = format_report()
+    if _first_to_report(text):
+        sys.stderr.write(text)
+        sys.stderr.flush()

@@ -127,6 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with _serve_setup.pid_file(cfg, label):
             _serve_setup.drop_privileges_in_workers(cfg)
+            _serve_setup.share_boot_reports()
             return Master(app_spec, cfg).run()
     except ConfigError as e:
         return _usage_error(e)

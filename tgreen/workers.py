@@ -230,6 +230,8 @@ class Master:
                                     self._child_mask, WorkerEnd(line), metrics=self.metrics)
             except SystemExit as e:
                 code = e.code if isinstance(e.code, int) else 1
+            except KeyboardInterrupt:
+                pass   # stopped (SIGINT) while starting: nothing to report
             except BaseException:
                 traceback.print_exc()
             finally:
@@ -497,8 +499,9 @@ def _worker_main(wid: int, master_pid: int, sockets: list, cfg: Config, app_spec
             attach(server, metrics.block, metrics.child_slot, metrics.sockets)
         _serve_setup.start_block_report(cfg)
     except BaseException as e:
-        # One line, then the app's own frames (not tgreen's): _loader.
-        sys.stderr.write(load_error_report(app_spec, e))
+        # One line, then the app's own frames (not tgreen's): _loader; once
+        # for all the workers that fail alike: _serve_setup.
+        _serve_setup.report_boot_error(e, lambda: load_error_report(app_spec, e))
         return BOOT_ERROR
 
     if cfg.max_requests:
