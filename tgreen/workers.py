@@ -54,6 +54,7 @@ with ``Connection: close``) for at most ``graceful_timeout``, exit 0.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import random
@@ -501,7 +502,7 @@ def _worker_main(wid: int, master_pid: int, sockets: list, cfg: Config, app_spec
     except BaseException as e:
         # One line, then the app's own frames (not tgreen's): _loader; once
         # for all the workers that fail alike: _serve_setup.
-        _serve_setup.report_boot_error(e, lambda: load_error_report(app_spec, e))
+        _serve_setup.report_boot_error(e, functools.partial(load_error_report, app_spec, e))
         return BOOT_ERROR
 
     if cfg.max_requests:
