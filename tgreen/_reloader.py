@@ -79,8 +79,6 @@ class Reloader:
                 logging.shutdown()
                 os._exit(code)
         self.pid = pid
-        log.info("tgreen-serve: --reload: watching Python files under %s (watcher pid %d)",
-                 self.path, pid)
 
     def fired(self, info: Any) -> bool:
         """Whether a SIGHUP (``sigtimedwait`` info) came from the watcher."""
@@ -125,11 +123,17 @@ def _watch(path: str, master_pid: int, mask: Any) -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     import watchfiles
 
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)   # its own "N changes detected"
+    watching = False
     for changes in watchfiles.watch(path, watch_filter=watchfiles.PythonFilter(),
                                     rust_timeout=1000, yield_on_timeout=True,
                                     raise_interrupt=False):
         if os.getppid() != master_pid:
             return   # rule 2
+        if not watching:
+            # The first yield (a change, or a second without one): the watch is in place.
+            watching = True
+            log.info("tgreen-serve: --reload: watching Python files under %s", path)
         if not changes:
             continue
         names = sorted({os.path.relpath(p, path) for _, p in changes})

@@ -208,11 +208,17 @@ def _reload(name: str, value: Any) -> bool:
     """--reload watches files with watchfiles, an optional dependency."""
     on = _bool(name, value)
     if on:
+        # Looked up, not imported: the master patches after reading its
+        # settings, and watchfiles runs only in the watcher process.
+        import importlib.util
+
         try:
-            import watchfiles  # noqa: F401
-        except ImportError:
+            found = importlib.util.find_spec("watchfiles") is not None
+        except (ImportError, ValueError):   # ValueError: sys.modules holds None
+            found = False
+        if not found:
             raise ConfigError(f"tgreen: {name} needs the watchfiles package: "
-                              "pip install 'tgreen[reload]'") from None
+                              "pip install 'tgreen[reload]'")
     return on
 
 
