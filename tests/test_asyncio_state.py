@@ -270,3 +270,21 @@ def test_killing_a_greenlet_inside_asyncio_run_cancels_its_task_and_closes_its_l
         assert asyncio._get_running_loop() is None
         tgreen.sleep(0.01)         # the hub is fine afterwards
     """)
+
+
+def test_tornado_in_a_greenlet_finds_the_loop_it_runs_on_when_no_loop_was_set_as_current():
+    run("""
+        import asyncio, tgreen
+        from tornado import gen
+        from tornado.ioloop import IOLoop
+        async def main():
+            loop = asyncio.get_running_loop()
+            def work():
+                tgreen.sleep(0.01)
+                tgreen.wait(gen.sleep(0.01))      # a Tornado future, from a greenlet
+                return IOLoop.current().asyncio_loop is loop
+            return await tgreen.run_green(work)
+        loop = asyncio.new_event_loop()           # never set as the current loop
+        assert loop.run_until_complete(main()) is True
+        loop.close()
+    """, timeout=30)

@@ -41,7 +41,8 @@ But ``asyncio.run`` sets it to its own loop and then to None; run inside a
 greenlet, that would leave the whole thread without a current loop. So the
 policy's per-thread state is wrapped (``_PolicyState``): a greenlet other
 than the thread's root greenlet that sets a current loop sets it for itself
-only, until it sets None again.
+only, until it sets None again; a tgreen greenlet in a thread with no current
+loop gets the loop its hub runs on.
 """
 
 from __future__ import annotations
@@ -106,11 +107,21 @@ class _PolicyState:
         object.__setattr__(self, "_tgreen_thread_state", thread_state)
 
     def __getattr__(self, name: str) -> Any:
-        if name == "_loop":
-            own = _greenlet.getcurrent().__dict__.get(_OWN_CURRENT)
-            if own is not None:
-                return own
-        return getattr(self._tgreen_thread_state, name)
+        if name != "_loop":
+            return getattr(self._tgreen_thread_state, name)
+        g = _greenlet.getcurrent()
+        own = g.__dict__.get(_OWN_CURRENT)
+        if own is not None:
+            return own
+        loop = self._tgreen_thread_state._loop
+        if loop is None and g.parent is not None:
+            # A greenlet of a loop nobody set as current (loop.run_until_complete
+            # on a fresh loop): its current loop is the one it runs on, so that
+            # Tornado's IOLoop.current() in it finds that loop as before.
+            hub_loop = getattr(getattr(g, "hub", None), "loop", None)
+            if hub_loop is not None and not hub_loop.is_closed():
+                return hub_loop
+        return loop
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name == "_loop" and not getattr(_installed, "thread_wide", False):
