@@ -47,6 +47,9 @@ def loop_kind(request):
     try:
         yield request.param
     finally:
+        # What the test dropped is collected here, under its own
+        # ResourceWarning filter, not in whichever test runs next.
+        collect()
         tgreen.loop.set_loop_kind(before)
         h = getattr(_hub._local, "hub", None)
         _hub._local.__dict__.clear()
@@ -496,3 +499,43 @@ def _self_signed(tmp_path) -> tuple[str, str]:
                                            serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
     return str(cert_path), str(key_path)
+
+
+# -- ResourceWarnings: exactly the stdlib's ------------------------------------------
+
+
+def _resource_warnings(make) -> list[str]:
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        make()
+        collect()
+    return [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+
+
+@pytest.mark.filterwarnings("default::ResourceWarning")
+def test_a_collected_green_socket_warns_once_like_the_stdlib_and_a_closed_one_not_at_all(loop_kind):
+    def registered_then_dropped() -> None:
+        a, b = socket.socketpair()
+        tgreen.spawn(b.sendall, b"1")
+        assert a.recv(1) == b"1"      # a's registration is kept
+        b.close()
+
+    def closed() -> None:
+        a, b = socket.socketpair()
+        tgreen.spawn(b.sendall, b"1")
+        assert a.recv(1) == b"1"
+        a.close()
+        b.close()
+
+    def detached() -> None:
+        a, b = socket.socketpair()
+        os.close(a.detach())
+        b.close()
+
+    got = _resource_warnings(registered_then_dropped)
+    assert len(got) == 1 and got[0].startswith("unclosed <tgreen.socket.socket"), got
+    assert _resource_warnings(closed) == []
+    assert _resource_warnings(detached) == []
+    pair_that_must_work()

@@ -268,6 +268,7 @@ def test_random_fd_lifecycles_never_blind_or_break_the_loop(kind):
             stateful_step_count=25, deadline=None, derandomize=False,
             suppress_health_check=list(HealthCheck)))
     finally:
+        gc.collect()   # under this test's ResourceWarning filter
         tgreen.loop.set_loop_kind(before)
         h = getattr(_hub._local, "hub", None)
         _hub._local.__dict__.clear()

@@ -226,8 +226,8 @@ def test_module_mirrors_stdlib_names():
     assert type(ssl._create_unverified_context()) is ssl.SSLContext
     # Without patching, the stdlib is untouched.
     assert stdssl.SSLContext.sslsocket_class is not ssl.SSLSocket
-    with pytest.raises(TypeError, match="public constructor"):
-        ssl.SSLSocket(socket.socket())
+    with socket.socket() as raw, pytest.raises(TypeError, match="public constructor"):
+        ssl.SSLSocket(raw)
 
 
 def test_context_property_setters_still_work():

@@ -27,7 +27,8 @@ import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BENCH_DIR = os.path.dirname(HERE)
-REPO_ROOT = os.path.dirname(BENCH_DIR)
+# TGREEN_BENCH_ROOT: measure another checkout's tgreen with this script (ab.py)
+REPO_ROOT = os.environ.get("TGREEN_BENCH_ROOT") or os.path.dirname(BENCH_DIR)
 RESULTS_MD = os.path.join(BENCH_DIR, "RESULTS.md")
 SECTION = "## Micro benchmarks"
 
@@ -123,13 +124,17 @@ class Timer:
                 break
         rounds = 0
         t0 = time.perf_counter()
+        c0 = time.process_time()
         while True:
             round_fn()
             rounds += 1
             elapsed = time.perf_counter() - t0
             if elapsed >= self.duration:
                 break
+        cpu = max(time.process_time() - c0, 1e-9)
+        # per CPU second too: steadier than wall time on a loaded machine
         return {"value": rounds * work_per_round / elapsed,
+                "cpu_value": rounds * work_per_round / cpu,
                 "rounds": rounds, "elapsed": elapsed}
 
     async def arun(self, round_coro_fn, work_per_round):
@@ -140,13 +145,17 @@ class Timer:
                 break
         rounds = 0
         t0 = time.perf_counter()
+        c0 = time.process_time()
         while True:
             await round_coro_fn()
             rounds += 1
             elapsed = time.perf_counter() - t0
             if elapsed >= self.duration:
                 break
+        cpu = max(time.process_time() - c0, 1e-9)
+        # per CPU second too: steadier than wall time on a loaded machine
         return {"value": rounds * work_per_round / elapsed,
+                "cpu_value": rounds * work_per_round / cpu,
                 "rounds": rounds, "elapsed": elapsed}
 
 
