@@ -162,6 +162,7 @@ class HttpProtocol(asyncio.Protocol):
         self._max_line, self._max_field, self._max_fields, self._max_head = limits
         self._header_timeout = self.cfg.header_timeout
         self._req_timeout = self.cfg.timeout
+        self._keep_alive = server.keep_alive
 
     # -- connection lifecycle ---------------------------------------------------------
 
@@ -379,7 +380,7 @@ class HttpProtocol(asyncio.Protocol):
         r.method = method if method is not None else m.decode("ascii")
         if r.url[:1] != b"/":
             _check_target(r)
-        r.keep_alive = p.should_keep_alive()
+        r.keep_alive = p.should_keep_alive() and self._keep_alive
         if p.should_upgrade():
             if r.chunked or r.content_length:
                 raise HTTPError(400, "upgrade with a body is not supported")

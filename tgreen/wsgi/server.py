@@ -91,6 +91,9 @@ class WSGIServer:
         self.draining = False
         self.closed = False
         self.requests = 0
+        #: False: every response ends its connection (gunicorn's --keep-alive 0).
+        #: Set before start().
+        self.keep_alive = True
         #: Called once ``max_requests`` is reached (workers recycle themselves).
         self.on_max_requests: Callable[[], Any] | None = None
         self._stopped = Event()
