@@ -22,9 +22,9 @@ Rules of this file:
 1. Patching happens when the arbiter loads this class (gunicorn calls the
    class's ``setup()`` before ``--preload`` imports the app), so a preloaded
    app, and every worker forked afterwards, sees the green stdlib. The
-   arbiter makes no green call that needs a hub (its waits fall back to the
-   originals without one, see ``tgreen._serve_setup``), so it runs as if
-   unpatched.
+   arbiter runs patched too, as gevent users know it from ``--preload``: its
+   signal queue waits and its control-socket thread are green on a hub of
+   its own (the tests drive every arbiter signal through it).
 2. Each worker runs a new event loop: the one a patched arbiter may have
    created is abandoned at fork (``tgreen._fork``), never shared.
 3. The heartbeat (``notify()``) is a loop timer, not a greenlet's sleep: if
@@ -49,6 +49,7 @@ not read from it (taking a connection over is not supported yet).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -173,7 +174,9 @@ class Worker(_base.Worker):
     def _quit(self, why: str) -> None:
         self.cfg.worker_int(self)    # a user hook: may block, so in a greenlet
         if self.server is not None:
-            self.server.close()
+            # From a loop callback: close() ends the cores, which are only
+            # ever switched to from the loop (tgreen/wsgi/_cores.py, rule 1).
+            self.loop.call_soon(self.server.close)
         else:
             sys.exit(0)
 
@@ -245,7 +248,5 @@ def _config(cfg: Any) -> Any:
 
 def _flush_logs() -> None:
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(Exception):    # exiting anyway
             stream.flush()
-        except Exception:  # noqa: BLE001 - exiting anyway
-            pass
