@@ -292,3 +292,18 @@ def test_sigusr1_reopens_the_log_files_in_the_workers(tmp_path):
         # The worker's own line about draining lands in the new file.
         assert "finishing requests in flight" in g.log()
         assert "finishing requests in flight" not in moved.read_text()
+
+
+def test_gunicorns_access_log_gets_a_line_per_request_in_its_format(tmp_path):
+    access = tmp_path / "access.log"
+    fmt = '%(h)s "%(r)s" %(s)s %(b)s "%(a)s" %({x-trace}i)s %({content-length}o)s'
+    with Gunicorn(tmp_path, "--access-logfile", str(access), "--access-logformat", fmt) as g:
+        status, body, _ = g.get("/?q=1", headers={"User-Agent": "probe/1", "X-Trace": "abc"})
+        assert status == 200
+        n = len(body.encode())
+        want = f'127.0.0.1 "GET /?q=1 HTTP/1.1" 200 {n} "probe/1" abc {n}'
+        deadline = time.monotonic() + 5
+        while want not in access.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # The last line (the one before is the fixture's readiness probe).
+        assert access.read_text().splitlines()[-1] == want

@@ -50,9 +50,11 @@ not read from it (taking a connection over is not supported yet).
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 import signal
 import sys
+import time
 from typing import Any
 
 try:
@@ -127,6 +129,8 @@ class Worker(_base.Worker):
         server.on_max_requests = self._max_requests_reached
         server.add_stop_callback(loop.stop)
         server.start()
+        if self.log.access_log_enabled:
+            server.after_request = self._access_log
         self._beat()
         try:
             loop.run_forever()
@@ -154,6 +158,17 @@ class Worker(_base.Worker):
             self._graceful("the arbiter is gone")
         interval = min(HEARTBEAT_MAX, self.timeout / 2) if self.timeout > 0 else HEARTBEAT_MAX
         self.loop.call_later(max(0.05, interval), self._beat)
+
+    def _access_log(self, conn: Any, req: Any, resp: Any, env: Any) -> None:
+        # gunicorn's own access log (--access-logfile, --access-logformat,
+        # logconfig, syslog), called as its workers call it.
+        if env is None:
+            return
+        took = datetime.timedelta(seconds=time.monotonic() - req.start)
+        try:
+            self.log.access(_LoggedResponse(resp), _LoggedRequest(req), env, took)
+        except Exception:
+            self.log.exception("Failed to write the access log")
 
     # -- stopping ----------------------------------------------------------------------
 
@@ -202,6 +217,26 @@ class Worker(_base.Worker):
             # A request's greenlet stuck in a loop: unwinding it would run
             # the app's handlers; the process is done.
             os._exit(1)
+
+
+class _LoggedResponse:
+    """What gunicorn's access log reads from a response."""
+
+    __slots__ = ("headers", "response_length", "sent", "status")
+
+    def __init__(self, resp: Any) -> None:
+        self.status = str(resp.code)
+        self.headers = resp.headers or []
+        self.sent = self.response_length = resp.written
+
+
+class _LoggedRequest:
+    """What gunicorn's access log reads from a request: its header fields."""
+
+    __slots__ = ("headers",)
+
+    def __init__(self, req: Any) -> None:
+        self.headers = [(k.decode("latin-1").upper(), v.decode("latin-1")) for k, v in req.headers]
 
 
 class _Server(WSGIServer):
