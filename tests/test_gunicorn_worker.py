@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import textwrap
@@ -52,8 +53,10 @@ APP = textwrap.dedent("""
 class Gunicorn:
     """``gunicorn -k WORKER ARGS app:application`` on a free loopback port."""
 
-    def __init__(self, tmp_path: Path, *args: str, worker: str = "tgreen.gunicorn.Worker") -> None:
+    def __init__(self, tmp_path: Path, *args: str, worker: str = "tgreen.gunicorn.Worker",
+                 client_tls: ssl.SSLContext | None = None) -> None:
         (tmp_path / "gapp.py").write_text(APP)
+        self.client_tls = client_tls
         self.tmp_path = tmp_path
         self.port = free_port()
         self.log_path = tmp_path / "gunicorn.log"
@@ -104,7 +107,11 @@ class Gunicorn:
         self.proc.send_signal(sig)
 
     def get(self, path: str, timeout: float = 10, headers: dict | None = None) -> tuple[int, str, dict]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        if self.client_tls is not None:
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                "127.0.0.1", self.port, timeout=timeout, context=self.client_tls)
+        else:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         try:
             conn.request("GET", path, headers=headers or {})
             resp = conn.getresponse()
@@ -307,3 +314,24 @@ def test_gunicorns_access_log_gets_a_line_per_request_in_its_format(tmp_path):
             time.sleep(0.05)
         # The last line (the one before is the fixture's readiness probe).
         assert access.read_text().splitlines()[-1] == want
+
+
+def test_certfile_and_keyfile_serve_https(tmp_path):
+    import shutil
+
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+                    "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    client = ssl.create_default_context(cafile=str(cert))
+    with Gunicorn(tmp_path, "--certfile", str(cert), "--keyfile", str(key), client_tls=client) as g:
+        assert g.get("/sleep?0.1")[0] == 200
+        # Plain HTTP on the TLS port is not served.
+        conn = http.client.HTTPConnection("127.0.0.1", g.port, timeout=5)
+        with pytest.raises((OSError, http.client.HTTPException)):
+            conn.request("GET", "/")
+            conn.getresponse()
+        conn.close()
