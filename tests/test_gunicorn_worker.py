@@ -153,6 +153,15 @@ def test_two_workers_serve_100_one_second_sleeps_at_once(tmp_path):
         assert elapsed < 8, elapsed
 
 
+def test_worker_connections_bounds_the_requests_a_worker_serves_at_once(tmp_path):
+    with Gunicorn(tmp_path, "-w", "1", "--worker-connections", "10") as g:
+        t0 = time.monotonic()
+        results = _concurrently(lambda i: g.get("/sleep?1", timeout=30)[0], 20)
+        elapsed = time.monotonic() - t0
+        assert results == [200] * 20      # the rest wait (backpressure), none is refused
+        assert elapsed >= 1.9, elapsed      # 10 at a time: two rounds of 1 s at least
+
+
 def test_the_stdlib_is_patched_before_the_app_is_imported_in_each_worker(tmp_path):
     with Gunicorn(tmp_path, "-w", "2") as g:
         pid, imported_in, socket_module = g.get("/")[1].split()
