@@ -344,3 +344,21 @@ def test_certfile_and_keyfile_serve_https(tmp_path):
             conn.request("GET", "/")
             conn.getresponse()
         conn.close()
+
+
+def test_reload_replaces_the_worker_when_the_app_file_changes(tmp_path):
+    with Gunicorn(tmp_path, "-w", "1", "--reload") as g:
+        first = g.pid()
+        time.sleep(1.2)          # the poll reloader compares mtimes once a second
+        app = tmp_path / "gapp.py"
+        app.write_text(app.read_text() + "\n# changed\n")
+        deadline = time.monotonic() + 20
+        pid = first
+        while pid == first and time.monotonic() < deadline:
+            time.sleep(0.3)
+            try:
+                pid = g.pid()
+            except OSError:
+                pass
+        assert pid != first
+        assert "Worker reloading:" in g.log()

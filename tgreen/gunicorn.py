@@ -129,6 +129,11 @@ class Worker(_base.Worker):
         server.on_max_requests = self._max_requests_reached
         server.add_stop_callback(loop.stop)
         server.start()
+        if self.reloader is not None and hasattr(self.reloader, "_callback"):
+            # --reload: gunicorn's callback ends the process with sys.exit()
+            # from the reloader's thread, a greenlet here, where that would
+            # end only the greenlet.
+            self.reloader._callback = self._reload
         if self.log.access_log_enabled:
             server.after_request = self._access_log
         self._beat()
@@ -194,6 +199,11 @@ class Worker(_base.Worker):
             self.loop.call_soon(self.server.close)
         else:
             sys.exit(0)
+
+    def _reload(self, fname: str) -> None:
+        self.log.info("Worker reloading: %s modified", fname)
+        self.alive = False
+        self._quit("reload")
 
     def _max_requests_reached(self) -> None:
         self.log.info("Autorestarting worker after current request.")
