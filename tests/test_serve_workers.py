@@ -242,7 +242,9 @@ def test_worker_holds_no_more_fds_after_10000_requests(tmp_path):
                 while got.count(b"VERSION") < 100:
                     got += c.recv(1 << 20)
         settle()
-        assert fds() == before
+        # "No more", not "the same": under load the first count can still see an fd of the
+        # worker's start-up (seen once on 3.12: 12 before, 9 after); a leak only ever adds.
+        assert fds() <= before
 
 
 def _free_port_run(n: int) -> int:
