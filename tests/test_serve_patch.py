@@ -112,6 +112,10 @@ def test_no_patch_with_the_blocking_detector_reports_every_block(tmp_path):
     with Serve(app, "--no-patch", "--block-warning-ms", "100") as srv:
         for _ in range(2):
             assert requests.get(srv.url, timeout=10).text == "slept"
+            # Idle between the blocks, as a server is between requests: the
+            # watchdog samples every 50 ms and must see two separate episodes
+            # (back to back on a loaded machine it can miss the short gap).
+            time.sleep(0.3)
         deadline = time.monotonic() + 5
         while srv.output().count("has not turned for") < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
