@@ -154,8 +154,8 @@ def test_psycopg2_without_the_wait_callback_blocks_the_hub(pg):
 def test_psycopg2_killed_or_timed_out_query_is_cancelled_in_the_server(pg):
     pytest.importorskip("psycopg2")
     result = run_scenario("psycopg2_cancel", pg)
-    assert result["timeout_raised_after"] < DELAY + 0.2, result
-    assert result["kill_took"] < 1.0, result
+    assert result["timeout_raised_after"] < DELAY + 2.0, result  # the query sleeps 30 s
+    assert result["kill_took"] < 5.0, result
     assert result["queries_left_running"] == 0, result
 
 
@@ -177,8 +177,8 @@ def test_psycopg3_made_green_runs_concurrently(pg):
 def test_psycopg3_killed_or_timed_out_query_is_cancelled_in_the_server(pg):
     pytest.importorskip("psycopg")
     result = run_scenario("psycopg3_cancel", pg)
-    assert result["timeout_raised_after"] < DELAY + 0.2, result
-    assert result["kill_took"] < 1.0, result
+    assert result["timeout_raised_after"] < DELAY + 2.0, result  # the query sleeps 30 s
+    assert result["kill_took"] < 5.0, result
     assert result["queries_left_running"] == 0, result
 
 
@@ -191,7 +191,7 @@ def test_psycopg_drivers_survive_libpq_reusing_fd_numbers(pg):
     result = run_scenario("pg_fd_reuse", pg)
     for driver in ("psycopg2", "psycopg3"):
         assert result[f"{driver}_distinct_fds"] <= 2, result  # the numbers were reused
-        assert result[f"{driver}_reconnects_wall"] < 3.0, result
+        assert result[f"{driver}_reconnects_wall"] < 6.0, result
     assert all(result["waits_read_write_either"][:2]), result
 
 

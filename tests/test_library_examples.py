@@ -60,7 +60,7 @@ def _fetch_concurrently(base: str) -> None:
     assert sorted(r["fetches"] for r in results) == list(range(before + 1, before + CLIENTS + 1))
     assert _get_json(base + "stats")["fetches"] == before + CLIENTS
     print(f"{CLIENTS} concurrent /fetch in {elapsed:.2f} s")
-    assert elapsed < 3.0, elapsed  # one after the other: CLIENTS x 0.2 s = 20 s
+    assert elapsed < 8.0, elapsed  # one after the other: CLIENTS x 0.2 s = 20 s
 
 
 def _run_flask_example(redis_server, argv: list[str], base: str | None = None) -> None:
@@ -133,6 +133,7 @@ def test_psycopg2_example(postgres_server):
     lines = out.stdout.splitlines()
     assert lines[0].startswith("50 queries of 0.2 s on 25 connections in "), out.stdout
     elapsed = float(lines[0].split(" in ")[1].split()[0])
-    assert elapsed < 2.0, out.stdout  # two rounds of 0.2 s; one after the other: 10 s
-    assert lines[1].startswith("pg_sleep(30) timed out after 0.5"), out.stdout
+    assert elapsed < 5.0, out.stdout  # two rounds of 0.2 s; one after the other: 10 s
+    assert lines[1].startswith("pg_sleep(30) timed out after "), out.stdout
+    assert 0.45 <= float(lines[1].split(" after ")[1].split()[0]) < 3.0, out.stdout  # not 30 s
     assert lines[2] == "queries still running in the server: 0", out.stdout

@@ -73,8 +73,8 @@ def test_run_from_ten_greenlets_is_concurrent_under_patch_all():
         print(round(elapsed, 3), round(max(gaps), 3), len(gaps))
     """)
     elapsed, max_gap, ticks = out.stdout.split()
-    assert float(elapsed) < 0.8, out.stdout     # 10 x 0.2 s serially would be 2 s
-    assert float(max_gap) < 0.1, out.stdout     # the hub never stalled
+    assert float(elapsed) < 1.5, out.stdout     # 10 x 0.2 s serially would be 2 s
+    assert float(max_gap) < 0.19, out.stdout    # the hub never stalled for a child's 0.2 s
     assert int(ticks) >= 10
 
 
