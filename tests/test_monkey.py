@@ -4,8 +4,6 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
-
 
 def run(code: str, timeout: float = 60) -> subprocess.CompletedProcess:
     out = subprocess.run([sys.executable, "-W", "always", "-c", textwrap.dedent(code)],

@@ -48,9 +48,8 @@ Rules of this file:
 
 from __future__ import annotations
 
-import asyncio
 import errno
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fcntl import F_GETFL as _F_GETFL, fcntl as _fcntl
 
@@ -58,7 +57,10 @@ from . import _originals
 from .hub import current_hub_if_any
 from .sleep import sleep as _green_sleep
 
-_std = _originals.module("os")
+if TYPE_CHECKING:   # the snapshot is the stdlib module, typed as such
+    import os as _std
+else:
+    _std = _originals.module("os")
 for _name, _value in _std.__dict__.items():
     if not _name.startswith("__"):
         globals()[_name] = _value
@@ -73,11 +75,12 @@ _read = _std.read
 _write = _std.write
 _waitpid = _std.waitpid
 _fork = _std.fork
-_forkpty = getattr(_std, "forkpty", None)
-_wait3 = getattr(_std, "wait3", None)
-_wait4 = getattr(_std, "wait4", None)
-_waitid = getattr(_std, "waitid", None)
-_pidfd_open = getattr(_std, "pidfd_open", None)
+# None where the OS lacks the call (Any: called only where it exists).
+_forkpty: Any = getattr(_std, "forkpty", None)
+_wait3: Any = getattr(_std, "wait3", None)
+_wait4: Any = getattr(_std, "wait4", None)
+_waitid: Any = getattr(_std, "waitid", None)
+_pidfd_open: Any = getattr(_std, "pidfd_open", None)
 _get_blocking = _std.get_blocking
 _WNOHANG = _std.WNOHANG
 # Waits a pidfd cannot express: it only signals exit.

@@ -16,22 +16,27 @@ from __future__ import annotations
 
 import operator as _operator
 from time import monotonic as _monotonic
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from . import _originals
 from .hub import Waiter, _TIMEDOUT, current_hub_if_any
 
-_std = _originals.module("select")
+if TYPE_CHECKING:   # the snapshot is the stdlib module, typed as such
+    import select as _std
+else:
+    _std = _originals.module("select")
 for _name, _value in _std.__dict__.items():
     if not _name.startswith("__"):
         globals()[_name] = _value
 del _name, _value
+if TYPE_CHECKING:   # copied by the loop above; named for readers and checkers
+    from select import EPOLLIN, EPOLLOUT, EPOLLPRI, POLLIN, POLLOUT, POLLPRI
 
 __all__ = [n for n in dir(_std) if not n.startswith("_")]
 
 _select = _std.select
 _poll = _std.poll
-_epoll = getattr(_std, "epoll", None)
+_epoll: Any = getattr(_std, "epoll", None)   # None where the OS has no epoll
 error = OSError
 
 
@@ -148,11 +153,12 @@ class _Poll:
     __slots__ = ("_poll", "_fds", "_polling")
     _poll: Any
     _fds: dict[int, int]
+    _polling: bool
 
     def __new__(cls, *args: Any, **kwargs: Any) -> "_Poll":
         raise TypeError(f"cannot create '{cls.__module__}.{cls.__qualname__}' instances")
 
-    def register(self, fd: Any, eventmask: int = POLLIN | POLLPRI | POLLOUT) -> None:  # noqa: F821
+    def register(self, fd: Any, eventmask: int = POLLIN | POLLPRI | POLLOUT) -> None:
         self._poll.register(fd, eventmask)
         self._fds[_fileno(fd)] = eventmask
 
@@ -181,8 +187,8 @@ class _Poll:
         hub = current_hub_if_any()
         if hub is None:
             return self._poll.poll(ms)
-        rfds = [fd for fd, m in self._fds.items() if m & (POLLIN | POLLPRI)]  # noqa: F821
-        wfds = [fd for fd, m in self._fds.items() if m & POLLOUT]  # noqa: F821
+        rfds = [fd for fd, m in self._fds.items() if m & (POLLIN | POLLPRI)]
+        wfds = [fd for fd, m in self._fds.items() if m & POLLOUT]
         self._polling = True
         try:
             return _wait_until_ready(hub, rfds, wfds, None if ms < 0 else ms / 1000.0,
@@ -240,7 +246,7 @@ if _epoll is not None:
                     hub.notify_close(self._ep.fileno())
             self._ep.close()
 
-        def register(self, fd: Any, eventmask: int = EPOLLIN | EPOLLPRI | EPOLLOUT) -> None:  # noqa: F821
+        def register(self, fd: Any, eventmask: int = EPOLLIN | EPOLLPRI | EPOLLOUT) -> None:
             self._ep.register(fd, eventmask)
 
         def modify(self, fd: Any, eventmask: int) -> None:

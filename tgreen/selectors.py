@@ -30,12 +30,15 @@ from __future__ import annotations
 
 import types
 from asyncio import events as _events
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from . import _originals
 from . import select as _green_select
 
-_std = _originals.module("selectors")
+if TYPE_CHECKING:   # the snapshot is the stdlib module, typed as such
+    import selectors as _std
+else:
+    _std = _originals.module("selectors")
 for _name, _value in _std.__dict__.items():
     if not _name.startswith("__"):
         globals()[_name] = _value
@@ -76,9 +79,9 @@ def _block_for_real(sel: Any, timeout: float | None) -> None:
     rfds, wfds = _fds_to_wait(sel)
     p = _real_poll()
     for fd in rfds:
-        p.register(fd, _green_select.POLLIN)  # type: ignore[attr-defined]
+        p.register(fd, _green_select.POLLIN)
     for fd in wfds:
-        p.register(fd, _green_select.POLLOUT)  # type: ignore[attr-defined]
+        p.register(fd, _green_select.POLLOUT)
     ms = None if timeout is None else max(0, int(timeout * 1000 + 0.999))
     try:
         p.poll(ms)
@@ -123,7 +126,7 @@ class _LoopAware:
         return _select_for_loop(self, loop, timeout, base, self._base_is_real)
 
 
-class LoopSelector(_LoopAware, _std.DefaultSelector):  # type: ignore[misc,valid-type]
+class LoopSelector(_LoopAware, _std.DefaultSelector):
     """The original default selector; as a loop's selector inside a greenlet
     it waits through the hub instead of blocking the thread."""
 
@@ -161,7 +164,7 @@ if hasattr(_green_select, "epoll"):
 
         _selector_cls = _green_select.epoll
 
-    DefaultSelector = EpollSelector
+    DefaultSelector: type[_std.BaseSelector] = EpollSelector
 else:
     DefaultSelector = PollSelector
 

@@ -29,6 +29,7 @@ import os as _os
 import socket as __socket__
 import types as _types
 from time import monotonic as _monotonic
+from typing import TYPE_CHECKING, Any
 
 from . import _originals
 from . import dns as _dns
@@ -46,11 +47,16 @@ for _name, _value in _std.__dict__.items():
     if not _name.startswith("__"):
         globals()[_name] = _value
 del _name, _value
+if TYPE_CHECKING:   # copied by the loop above; named for readers and checkers
+    from socket import SO_ERROR, SOL_SOCKET
+
+    from .hub import Hub
 
 selectors = _green_selectors  # used by the re-bound sendfile implementation
 
 _csock = _socket.socket
-_StdSocket = _std.socket
+# Subclassed, private internals included (typeshed does not declare them): Any.
+_StdSocket: Any = _std.socket
 _poll = _originals.get("select", "poll")
 _POLLIN = _originals.get("select", "POLLIN")
 _POLLOUT = _originals.get("select", "POLLOUT")
@@ -135,6 +141,8 @@ class socket(_StdSocket):
     # registration, see hub.py "Registrations"), so close, detach and
     # collection end it even from another thread.
     __slots__ = ("_hub", "_timeout")
+    _hub: Hub | None
+    _timeout: float | None
 
     def __init__(self, family: int = -1, type: int = -1, proto: int = -1, fileno: int | None = None) -> None:
         self._hub = None
@@ -163,7 +171,7 @@ class socket(_StdSocket):
         return self._timeout != 0.0
 
     @property
-    def timeout(self) -> float | None:  # type: ignore[override]
+    def timeout(self) -> float | None:
         return self._timeout
 
     # -- I/O -------------------------------------------------------------------
@@ -232,7 +240,7 @@ class socket(_StdSocket):
         deadline = None if self._timeout is None else _monotonic() + self._timeout
         if not _wait(self, False, deadline):
             return -1
-        return _csock.getsockopt(self, SOL_SOCKET, SO_ERROR)  # noqa: F821
+        return _csock.getsockopt(self, SOL_SOCKET, SO_ERROR)
 
     def _resolve(self, address):
         # CPython's C connect() resolves a host name itself, blocking the
@@ -263,14 +271,15 @@ class socket(_StdSocket):
             self._release(fd)
         _ss.close(self)
 
-    def __del__(self, _fileno=_csock.fileno, _finalize=_csock.__del__) -> None:
+    def __del__(self, _fileno=_csock.fileno, _finalize=_csock.__del__) -> None:  # type: ignore[attr-defined]
         # Collected without close(): CPython's finalizer (below) closes the fd
         # in C, behind the hub's back. End the registration first, while the
         # fd still names this file, or the next fd with this number inherits it.
         try:
             fd = _fileno(self)
-            if fd >= 0 and getattr(self, "_hub", None) is not None:
-                self._hub.release(fd, self)
+            hub = getattr(self, "_hub", None)
+            if fd >= 0 and hub is not None:
+                hub.release(fd, self)
         except Exception:  # noqa: BLE001, S110 - a finalizer must not raise
             pass
         finally:

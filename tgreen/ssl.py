@@ -77,7 +77,7 @@ from __future__ import annotations
 import types as _types
 from collections.abc import Callable
 from time import monotonic as _monotonic
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _originals
 from . import socket as _gsocket
@@ -90,13 +90,16 @@ for _name, _value in _std.__dict__.items():
     if not _name.startswith("__"):
         globals()[_name] = _value
 del _name, _value
+if TYPE_CHECKING:   # copied by the loop above; named for readers and checkers
+    from ssl import CERT_REQUIRED, OP_NO_COMPRESSION, PROTOCOL_TLS_SERVER, TLSVersion
 
 __all__ = [n for n, v in _std.__dict__.items()
            if not n.startswith("_") and not isinstance(v, _types.ModuleType)]
 __all__.append("server_context")
 
-_StdSSLSocket = _std.SSLSocket
-_StdSSLContext = _std.SSLContext
+# Subclassed, private internals included (typeshed does not declare them): Any.
+_StdSSLSocket: Any = _std.SSLSocket
+_StdSSLContext: Any = _std.SSLContext
 _SSLError = _std.SSLError
 _SSLWantReadError = _std.SSLWantReadError
 _SSLWantWriteError = _std.SSLWantWriteError
@@ -141,8 +144,10 @@ class SSLSocket(_StdSSLSocket, _gsocket.socket):
     whole: a handshake, a ``recv``, a ``sendall``.
     """
 
+    _sslobj: Any    # the stdlib's: the TLS object (_ssl._SSLSocket), None unwrapped
+
     # Rule 2: the stdlib's constructor, reading the frozen original globals.
-    _create = classmethod(_rebind(_StdSSLSocket._create.__func__, _std.__dict__, __name__))
+    _create: Any = classmethod(_rebind(_StdSSLSocket._create.__func__, _std.__dict__, __name__))
 
     def do_handshake(self, block: bool = False) -> None:
         """Perform the TLS handshake (``block=True``: even when non-blocking)."""
@@ -260,13 +265,13 @@ def server_context(certfile: str, keyfile: str | None = None, password: Any = No
     ``loop.create_server(..., ssl=ctx)`` and Tornado's ``ssl_options=ctx``
     accept it too.
     """
-    ctx = SSLContext(PROTOCOL_TLS_SERVER)  # noqa: F821 - copied from the stdlib above
-    ctx.minimum_version = TLSVersion.TLSv1_2  # noqa: F821
-    ctx.options |= getattr(_std, "OP_NO_RENEGOTIATION", 0) | OP_NO_COMPRESSION  # noqa: F821
+    ctx = SSLContext(PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = TLSVersion.TLSv1_2
+    ctx.options |= getattr(_std, "OP_NO_RENEGOTIATION", 0) | OP_NO_COMPRESSION
     ctx.load_cert_chain(certfile, keyfile, password)
     if cafile is not None:
         ctx.load_verify_locations(cafile)
-        ctx.verify_mode = CERT_REQUIRED  # noqa: F821
+        ctx.verify_mode = CERT_REQUIRED
     if alpn_protocols:
         ctx.set_alpn_protocols(list(alpn_protocols))
     return ctx

@@ -57,13 +57,20 @@ for _name, _value in _std.__dict__.items():
     if not _name.startswith("__"):
         globals()[_name] = _value
 del _name, _value
+# The stdlib names this module's own code uses, bound again by name so that
+# readers, linters and type checkers see where they come from.
+TimeoutExpired = _std.TimeoutExpired
+_PIPE_BUF: int = _std._PIPE_BUF
+_time = _std._time
 
 __implements__ = ["Popen"]
 __extensions__ = ["run", "call", "check_call", "check_output", "getoutput",
                   "getstatusoutput"]
 __all__ = list(_std.__all__)
 
-_StdPopen = _std.Popen
+# The stdlib class, whose private internals (_waitpid_lock, _input_offset, ...)
+# this subclass shares: typeshed does not declare them, so it is typed as Any.
+_StdPopen: Any = _std.Popen
 _WNOHANG = os.WNOHANG
 _READ_CHUNK = 256 * 1024
 
@@ -111,7 +118,7 @@ def _share_with_child(stream: Any) -> None:
 class Popen(_StdPopen):
     """``subprocess.Popen`` whose waits and pipes block only the calling greenlet."""
 
-    @functools.wraps(_StdPopen.__init__)  # the stdlib's signature for inspect
+    @functools.wraps(_StdPopen.__init__)  # type: ignore[misc]  # the stdlib's signature for inspect
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         for i, name in ((3, "stdin"), (4, "stdout"), (5, "stderr")):
             _share_with_child(args[i] if len(args) > i else kwargs.get(name))
@@ -119,7 +126,7 @@ class Popen(_StdPopen):
 
     # -- waiting for the child ---------------------------------------------------
 
-    def _wait(self, timeout: float | None) -> int:
+    def _wait(self, timeout: float | None) -> int | None:
         if self.returncode is not None:
             return self.returncode
         if current_hub_if_any() is None:
@@ -166,7 +173,7 @@ class Popen(_StdPopen):
                     pass
 
         if not self._communication_started:
-            self._fileobj2output = {}
+            self._fileobj2output: dict[Any, Any] = {}   # a list of chunks, then their join
             if self.stdout:
                 self._fileobj2output[self.stdout] = []
             if self.stderr:
@@ -287,7 +294,7 @@ class Popen(_StdPopen):
                            orig_timeout: float | None, stdout: Any, stderr: Any) -> None:
         """The same exchange from a plain OS thread: the stdlib's selector loop."""
         selectors = _originals.module("selectors")
-        input_view = memoryview(self._input).cast("B") if writing else None
+        input_view = memoryview(self._input).cast("B") if writing else memoryview(b"")
         with selectors.PollSelector() as selector:
             if writing:
                 selector.register(self.stdin, selectors.EVENT_WRITE)

@@ -135,8 +135,8 @@ def pristine_threading() -> types.ModuleType:
 
 # -- the green ThreadPoolExecutor -------------------------------------------------------
 
-import concurrent.futures._base as _cf_base
-import concurrent.futures.thread as _cf_thread
+import concurrent.futures._base as _cf_base  # noqa: E402 - below the module it needs
+import concurrent.futures.thread as _cf_thread  # noqa: E402
 
 _RealThreadPoolExecutor = _cf_thread.ThreadPoolExecutor
 
@@ -329,7 +329,7 @@ def _make_excepthook(std: types.ModuleType) -> Any:
         one by ``threading.get_ident()``, the green thread's. A
         KeyboardInterrupt that ended a green thread goes to the main greenlet.
         """
-        if args.exc_type == SystemExit:
+        if args.exc_type is SystemExit:
             return
         if (isinstance(args.exc_type, type) and issubclass(args.exc_type, KeyboardInterrupt)
                 and _c_get_ident() == _gthread._main_os_ident and getcurrent().parent is not None):

@@ -24,6 +24,11 @@ from typing import Any
 
 __all__ = ["Option", "OPTIONS", "Config", "parse_bind"]
 
+#: A parsed ``--bind``: ("tcp", host, port), ("unix", path) or ("fd", n).
+BindSpec = tuple[Any, ...]
+#: A parsed ``forwarded_allow_ips`` entry: a network, or "*" for every peer.
+AllowedPeer = str | ipaddress.IPv4Network | ipaddress.IPv6Network
+
 
 class ConfigError(ValueError):
     """A bad option value; the message is one line naming the option."""
@@ -83,12 +88,12 @@ def _root_path(name: str, value: Any) -> str:
     return v
 
 
-def _ip_list(name: str, value: Any) -> tuple:
+def _ip_list(name: str, value: Any) -> tuple[AllowedPeer, ...]:
     """Comma-separated IPs or networks, or '*' for every peer."""
     if value is None:
         return ()
     items = value if isinstance(value, (list, tuple)) else str(value).split(",")
-    out: list = []
+    out: list[AllowedPeer] = []
     for item in items:
         item = str(item).strip()
         if not item:
@@ -102,7 +107,7 @@ def _ip_list(name: str, value: Any) -> tuple:
     return tuple(out)
 
 
-def parse_bind(name: str, value: Any) -> tuple:
+def parse_bind(name: str, value: Any) -> BindSpec:
     """One ``--bind`` value: ``HOST:PORT``, ``[IPV6]:PORT``, ``:PORT``,
     ``unix:PATH`` or ``fd://N``. Returns ("tcp", host, port),
     ("unix", path) or ("fd", n)."""
@@ -142,7 +147,7 @@ def parse_bind(name: str, value: Any) -> tuple:
     return ("tcp", host or "0.0.0.0", port)
 
 
-def _binds(name: str, value: Any) -> tuple:
+def _binds(name: str, value: Any) -> tuple[BindSpec, ...]:
     """One bind spec or a list of them."""
     if value is None:
         return ()
@@ -152,7 +157,7 @@ def _binds(name: str, value: Any) -> tuple:
     return tuple(parse_bind(name, v) for v in value)
 
 
-def _metrics_bind(name: str, value: Any) -> tuple | None:
+def _metrics_bind(name: str, value: Any) -> BindSpec | None:
     """``--metrics-bind``: one bind spec; needs prometheus_client (the
     ``metrics`` extra), checked here so a missing one is a usage error."""
     if value is None or value == "":
@@ -372,6 +377,45 @@ class Config:
 
     __slots__ = tuple(_BY_NAME)
 
+    # One declaration per option, in OPTIONS' order, typed as its parser
+    # returns: they exist for type checkers and readers (the values are set in
+    # __init__). The check below this class keeps the names in step with
+    # OPTIONS; tests/test_wsgi_config.py checks the types against the parsers.
+    bind: tuple[BindSpec, ...]
+    cores: int
+    workers: int
+    backlog: int
+    loop: str | None
+    certfile: str | None
+    keyfile: str | None
+    keepalive_timeout: float
+    header_timeout: float
+    body_timeout: float
+    write_timeout: float
+    timeout: float
+    graceful_timeout: float
+    limit_request_line: int
+    limit_request_fields: int
+    limit_request_field_size: int
+    limit_request_body: int
+    reload: bool
+    max_requests: int
+    max_requests_jitter: int
+    forwarded_allow_ips: tuple[AllowedPeer, ...]
+    root_path: str
+    underscore_headers: str
+    access_log: str | None
+    access_log_format: str | None
+    metrics_bind: BindSpec | None
+    log_level: str
+    block_warning_ms: int
+    patch: bool
+    pid: str | None
+    chdir: str | None
+    user: int | None
+    group: int | None
+    config: str | None
+
     def __init__(self, **values: Any) -> None:
         unknown = set(values) - set(_BY_NAME)
         if unknown:
@@ -399,3 +443,10 @@ class Config:
     def __repr__(self) -> str:
         fields = ", ".join(f"{o.name}={getattr(self, o.name)!r}" for o in OPTIONS)
         return f"Config({fields})"
+
+
+# A new option without its declaration above (or a declaration left behind)
+# fails at import, not at some later attribute access.
+if list(Config.__annotations__) != list(_BY_NAME):
+    raise RuntimeError("tgreen: Config's declarations and OPTIONS disagree: "
+                       f"{sorted(set(Config.__annotations__) ^ set(_BY_NAME))} (or their order)")
