@@ -49,9 +49,9 @@ from ._thread import LockType, WaitQueue, _c_get_ident, allocate_lock
 
 __all__ = ["Empty", "Full", "JoinableQueue", "LifoQueue", "PriorityQueue", "Queue", "SimpleQueue"]
 
-try:
-    from queue import ShutDown  # 3.13+
-except ImportError:
+if sys.version_info >= (3, 13):
+    from queue import ShutDown
+else:
     class ShutDown(Exception):
         """Raised by put/get on a queue that was shut down (3.13's API)."""
 __all__.append("ShutDown")
@@ -133,7 +133,7 @@ class Queue:
         self.unfinished_tasks = 0
         self.is_shutdown = False
 
-    __class_getitem__ = classmethod(types.GenericAlias)
+    __class_getitem__: Any = classmethod(types.GenericAlias)
 
     # storage; subclasses override these four, as with the stdlib
     def _init(self, maxsize: int) -> None:
@@ -366,7 +366,7 @@ class SimpleQueue:
         self._queue: deque = deque()
         self._getters = WaitQueue()
 
-    __class_getitem__ = classmethod(types.GenericAlias)
+    __class_getitem__: Any = classmethod(types.GenericAlias)
 
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         """Put ``item``; ``block`` and ``timeout`` are accepted for compatibility."""

@@ -116,18 +116,18 @@ def pristine_threading() -> types.ModuleType:
     # Its main thread is the process's main thread whichever thread runs
     # this, and its shutdown (called by ours) must not wait for that lock.
     # (From 3.13 its main thread has a C handle that nothing waits for.)
-    main = mod._main_thread  # type: ignore[attr-defined]
+    main = mod._main_thread
     if real_set_sentinel is not None:
         mod._set_sentinel = real_set_sentinel  # type: ignore[attr-defined]
-        mod._shutdown_locks.discard(main._tstate_lock)  # type: ignore[attr-defined]
+        mod._shutdown_locks.discard(main._tstate_lock)
     real_main = _originals.get("threading", "main_thread")()
     if main._ident != real_main.ident:
-        mod._active.pop(main._ident, None)  # type: ignore[attr-defined]
+        mod._active.pop(main._ident, None)
         main._ident = real_main.ident
         main._native_id = getattr(real_main, "_native_id", None)
         if real_set_sentinel is None:
-            main._handle = fake._make_thread_handle(main._ident)  # type: ignore[attr-defined]
-        mod._active[main._ident] = main  # type: ignore[attr-defined]
+            main._handle = fake._make_thread_handle(main._ident)
+        mod._active[main._ident] = main
     mod.__tgreen_original__ = True  # type: ignore[attr-defined]
     _pristine = mod
     return mod
@@ -165,7 +165,7 @@ class ThreadPoolExecutor(_RealThreadPoolExecutor):
             from .queue import SimpleQueue
 
             std = _std_threading()
-            self._work_queue = SimpleQueue()
+            self._work_queue = SimpleQueue()  # type: ignore[assignment]  # the green one
             self._idle_semaphore = std.Semaphore(0)
             self._shutdown_lock = Lock()
 
@@ -182,7 +182,7 @@ class ThreadPoolExecutor(_RealThreadPoolExecutor):
                     raise RuntimeError("cannot schedule new futures after shutdown")
                 if _cf_thread._shutdown:
                     raise RuntimeError("cannot schedule new futures after interpreter shutdown")
-                f = _cf_base.Future()
+                f: _cf_base.Future[Any] = _cf_base.Future()
                 w = _cf_thread._WorkItem(f, fn, args, kwargs)
                 self._work_queue.put(w)
             self._adjust_thread_count()
@@ -207,8 +207,8 @@ class ThreadPoolExecutor(_RealThreadPoolExecutor):
                 args=(weakref.ref(self, weakref_cb), self._work_queue,
                       self._initializer, self._initargs))
             t.start()
-            self._threads.add(t)
-            _cf_thread._threads_queues[t] = self._work_queue
+            self._threads.add(t)  # type: ignore[attr-defined]  # a set (typeshed: AbstractSet)
+            _cf_thread._threads_queues[t] = self._work_queue  # type: ignore[index]  # a WeakKeyDictionary
 
 
 
@@ -560,7 +560,7 @@ def _fix_logging_locks() -> None:
         return
     lock = getattr(logging, "_lock", None)
     if lock is not None and not isinstance(lock, RLock):
-        logging._lock = RLock()
+        logging._lock = RLock()  # type: ignore[attr-defined]
     for wr in list(getattr(logging, "_handlerList", ())):
         handler = wr() if callable(wr) else wr
         if handler is not None and getattr(handler, "lock", None) is not None \

@@ -445,9 +445,9 @@ class Master:
                 pid, _ = _waitpid(-1, 0)
             except ChildProcessError:
                 break
-            w = self.workers.pop(pid, None)
-            if w is not None:
-                w.line.close()
+            gone = self.workers.pop(pid, None)
+            if gone is not None:
+                gone.line.close()
         log.info("tgreen-serve: stopped")
         return 2 if self.boot_failed else 0
 

@@ -31,15 +31,18 @@ import errno
 import os
 import stat
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import _originals
 from ._transport import SocketTransport
 
 # The real socket module, even under monkey.patch_all(): the loop's
 # transports must get plain sockets.
-socket = _originals.module("socket")
-_csock_accept = _socket.socket._accept
+if TYPE_CHECKING:   # the snapshot is the stdlib module, typed as such
+    import socket
+else:
+    socket = _originals.module("socket")
+_csock_accept = _socket.socket._accept  # type: ignore[attr-defined]  # CPython's, not in typeshed
 
 __all__ = ["ServerAcceptor", "SocketAcceptor", "bind", "describe", "make_acceptor"]
 
@@ -291,8 +294,9 @@ class ServerAcceptor:
             task.add_done_callback(self._accepted)
 
     def _accepted(self, task: asyncio.Future) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            self.on_error(task.exception())
+        exc = None if task.cancelled() else task.exception()
+        if exc is not None:
+            self.on_error(exc)
 
     def close(self) -> None:
         self.closed = True

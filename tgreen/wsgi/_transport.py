@@ -37,11 +37,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import _originals
 
-socket = _originals.module("socket")
+if TYPE_CHECKING:   # the snapshot is the stdlib module, typed as such
+    import socket
+else:
+    socket = _originals.module("socket")
 
 __all__ = ["SocketTransport"]
 
@@ -276,8 +279,9 @@ class SocketTransport(asyncio.Transport):
 
     def _sendfile_step(self) -> None:
         state = self._sendfile
+        assert state is not None    # only called while a sendfile() runs
         fut, src, offset, count, sent = state
-        exc: BaseException | None = None
+        exc: Exception | None = None
         while not fut.done() and sent < count:
             try:
                 n = os.sendfile(self._fd, src, offset + sent, min(count - sent, _SENDFILE_CHUNK))
@@ -320,11 +324,11 @@ class SocketTransport(asyncio.Transport):
     def abort(self) -> None:
         self._force_close(None)
 
-    def _fatal(self, exc: BaseException) -> None:
+    def _fatal(self, exc: Exception) -> None:
         # A peer that resets or vanishes is routine for a server: no log.
         self._force_close(exc)
 
-    def _force_close(self, exc: BaseException | None) -> None:
+    def _force_close(self, exc: Exception | None) -> None:
         if self._lost:
             return
         self._buf = None
@@ -338,12 +342,12 @@ class SocketTransport(asyncio.Transport):
         self._stop_reading()
         self._schedule_lost(exc)
 
-    def _schedule_lost(self, exc: BaseException | None) -> None:
+    def _schedule_lost(self, exc: Exception | None) -> None:
         if not self._lost:
             self._lost = True
             self._loop.call_soon(self._call_connection_lost, exc)
 
-    def _call_connection_lost(self, exc: BaseException | None) -> None:
+    def _call_connection_lost(self, exc: Exception | None) -> None:
         try:
             if self._protocol_paused:
                 self._protocol_paused = False

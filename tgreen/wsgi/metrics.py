@@ -343,16 +343,16 @@ def read_stats(block: Block) -> dict:
     def part(start: int, n: int) -> list[int]:
         return totals[start - S_COUNTERS:start - S_COUNTERS + n]
 
-    req = part(S_REQ, _NM * _NC)
+    per_class = part(S_REQ, _NM * _NC)
     by_method = {}
     for mi, m in enumerate(METHODS):
-        row = {c: req[mi * _NC + ci] for ci, c in enumerate(CLASSES) if req[mi * _NC + ci]}
+        row = {c: per_class[mi * _NC + ci] for ci, c in enumerate(CLASSES) if per_class[mi * _NC + ci]}
         if row:
             by_method[m] = row
     restarts = data[H_RESTARTS:H_RESTARTS + len(RESTART_REASONS)]
     return {
         "time": time.time(),
-        "requests_total": sum(req),
+        "requests_total": sum(per_class),
         "requests": by_method,
         "latency": {"buckets": list(BUCKETS), "counts": part(S_HIST, _NB),
                     "sum": part(S_SUM_NS, 1)[0] / 1e9},

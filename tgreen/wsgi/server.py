@@ -423,6 +423,7 @@ def _ssl_context(cfg: Config) -> Any:
     # server nothing).
     from ..ssl import server_context
 
+    assert cfg.certfile is not None   # called only when TLS is on
     return server_context(cfg.certfile, cfg.keyfile)
 
 
