@@ -259,7 +259,7 @@ def _timed_out() -> BaseException:
     return errors._WaitTimeout("wait timeout expired")
 
 
-def psycopg_wait(gen: Generator, fileno: int, interval: float = 0.0,
+def psycopg_wait(gen: Generator[Any, Any, Any], fileno: int, interval: float = 0.0,
                  timeout: float | None = None) -> Any:
     """A green ``psycopg.waiting.wait``: drive ``gen`` waiting on the hub.
 
@@ -285,7 +285,7 @@ def psycopg_wait(gen: Generator, fileno: int, interval: float = 0.0,
         _forget(hub, fileno)
 
 
-def psycopg_wait_conn(gen: Generator, interval: float = 0.0, timeout: float | None = None) -> Any:
+def psycopg_wait_conn(gen: Generator[Any, Any, Any], interval: float = 0.0, timeout: float | None = None) -> Any:
     """A green ``psycopg.waiting.wait_conn``: like ``psycopg_wait``, but the
     generator names the fd with each wait (it changes while connecting)."""
     hub = current_hub_if_any()
