@@ -91,7 +91,7 @@ def run_green(fn: Callable[..., T], *args: Any, **kwargs: Any) -> "asyncio.Futur
     result, to be awaited from a coroutine. The greenlet runs in a copy of the
     caller's contextvars context."""
     hub = get_hub()
-    fut: asyncio.Future = hub.loop.create_future()
+    fut: asyncio.Future[Any] = hub.loop.create_future()
     g = Greenlet(fn, *args, **kwargs)
 
     def on_done(g: Greenlet) -> None:
@@ -102,7 +102,7 @@ def run_green(fn: Callable[..., T], *args: Any, **kwargs: Any) -> "asyncio.Futur
         else:
             fut.set_result(g.value)
 
-    def on_cancel(f: asyncio.Future) -> None:
+    def on_cancel(f: asyncio.Future[Any]) -> None:
         if f.cancelled() and not g.dead:
             g.kill(block=False)
 

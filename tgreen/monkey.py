@@ -179,7 +179,7 @@ def _green_in_green_threads(green_fn: Any) -> Any:
     from .hub import current_hub_if_any
 
     @wrapt.decorator
-    def dispatch(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+    def dispatch(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if current_hub_if_any() is None:
             return wrapped(*args, **kwargs)
         return green_fn(*args, **kwargs)

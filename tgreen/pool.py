@@ -56,7 +56,7 @@ class Group:
              timeout: float | None = None) -> None:
         killall(list(self.greenlets), exception, block, timeout)
 
-    def apply(self, fn: Callable[..., Any], args: tuple = (), kwargs: dict | None = None) -> Any:
+    def apply(self, fn: Callable[..., Any], args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> Any:
         return self.spawn(fn, *args, **(kwargs or {})).get()
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any]) -> list[Any]:

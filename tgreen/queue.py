@@ -363,7 +363,7 @@ class SimpleQueue:
     __slots__ = ("__weakref__", "_getters", "_queue")
 
     def __init__(self) -> None:
-        self._queue: deque = deque()
+        self._queue: deque[Any] = deque()
         self._getters = WaitQueue()
 
     __class_getitem__: Any = classmethod(types.GenericAlias)
@@ -469,7 +469,7 @@ class _GreenCQueueFinder:
         return None
 
 
-def __patch__(patch: Callable[[str, dict], None]) -> None:
+def __patch__(patch: Callable[[str, dict[str, Any]], None]) -> None:
     """``patch_queue()``: the green classes in ``queue`` and ``_queue``."""
     patch("queue", {n: globals()[n] for n in __implements__})
     try:
