@@ -93,7 +93,7 @@ class WSGIContainer(tornado.wsgi.WSGIContainer):
         conn = request.connection
         state: dict[str, Any] = {"status": None, "headers": None, "sent": False}
         hub = get_hub()
-        outstanding = [0, None]   # bytes since the last flush wait, last future
+        outstanding: list[Any] = [0, None]   # bytes since the last flush wait, last future
         slice_start = [time.monotonic()]
         head = request.method == "HEAD"
 

@@ -188,7 +188,7 @@ class HttpProtocol(asyncio.Protocol):
         self.deadline = 0.0
         # The parser and this protocol refer to each other: break the cycle so
         # refcounting frees the connection at once, not the cyclic GC later.
-        self.parser = None
+        self.parser = None  # type: ignore[assignment]  # no data comes after this
         cur = self._cur
         if cur is not None and cur.input is not None:
             cur.input._fail(ClientDisconnected("client disconnected"))
@@ -288,6 +288,7 @@ class HttpProtocol(asyncio.Protocol):
             # Its app is already running (a streamed body): fail its reads;
             # the response code answers ``status`` if it can.
             inp = cur.input
+            assert inp is not None   # a queued request has its input
             inp._fail(RequestError(status, HTTPStatus(status).phrase))
             self._to_wake = inp
             return
@@ -315,6 +316,7 @@ class HttpProtocol(asyncio.Protocol):
         # Only collected here; checked in one pass by on_headers_complete
         # (the head-size guard in data_received bounds what piles up).
         r = self._cur
+        assert r is not None
         if r.headers_done:
             # A trailer field of a chunked body: not passed to the app, but
             # one that would change framing or routing is refused.
@@ -364,6 +366,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         r = self._cur
+        assert r is not None
         p = self.parser
         r.headers_done = True
         if r.headers:
@@ -407,7 +410,9 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         r = self._cur
+        assert r is not None
         inp = r.input
+        assert inp is not None
         inp._feed(body)
         limit = self.cfg.limit_request_body
         if limit and inp.received > limit:
@@ -425,8 +430,10 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         r = self._cur
+        assert r is not None   # the parser calls back only within a message
         self._cur = None
         inp = r.input
+        assert inp is not None
         inp._eof = True
         if r.queued:
             self._to_wake = inp

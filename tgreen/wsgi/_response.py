@@ -177,7 +177,8 @@ class _Response:
             # server is stopping: tell the client this is the last response.
             self.keep = False
         try:
-            key: Any = (status, total, self.keep, req.version, req.method == "HEAD", *self.headers)
+            key: Any = (status, total, self.keep, req.version, req.method == "HEAD",
+                        *self.headers)  # type: ignore[misc]  # set with status
             hit = _HEADS.get(key)
         except TypeError:  # an unhashable header item: build it each time
             key = hit = None
@@ -198,7 +199,7 @@ class _Response:
         has_date = False
         chunked = no_body = False
         out = ["HTTP/1.1 ", status, "\r\n"]
-        for name, value in self.headers:
+        for name, value in self.headers:  # type: ignore[union-attr]  # set with status
             if type(name) is not str or type(value) is not str:
                 raise TypeError(f"header {(name, value)!r}: name and value must be str")
             act = _RESPONSE_SPECIAL.get(name.lower())
@@ -245,7 +246,7 @@ class _Response:
         # status, name or value (response splitting) adds to the count.
         n = (mark - 3) // 4 + 1 + len(out) - mark
         if head.count("\n") != n or head.count("\r") != n:
-            _bad_header(status, self.headers)
+            _bad_header(status, self.headers)  # type: ignore[arg-type]
         return head.encode("latin-1"), code, length, chunked, no_body, keep, has_date
 
     def _body(self, data: bytes) -> None:
@@ -271,7 +272,7 @@ class _Response:
         if not self.head_out:
             self.head_out = True
             self.req.input._continue = False  # too late for 100 Continue
-            data = self.head + data
+            data = self.head + data  # type: ignore[operator]  # _make_head() ran
         pending = self.pending
         if pending is None:
             pending = self.pending = []
@@ -431,7 +432,8 @@ def run_request(server: Any, conn: Any, req: Any) -> bool:
                     resp.written = len(body)
                     if not conn.closed:
                         resp.sent = resp.head_out = True
-                        conn.transport.write(resp.head if resp.no_body else resp.head + body)
+                        conn.transport.write(  # head: set by _make_head() above
+                            resp.head if resp.no_body else resp.head + body)  # type: ignore[operator]
                     if server.after_request is not None:
                         server.after_request(conn, req, resp, env)
                     return resp.keep
