@@ -31,11 +31,15 @@ from __future__ import annotations
 
 import collections
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from greenlet import GreenletExit, getcurrent, greenlet
 
 from ._protocol import PAUSE_CORES
+
+if TYPE_CHECKING:   # annotations only: these modules import this one
+    from ._protocol import HttpProtocol
+    from .server import WSGIServer
 
 __all__ = ["Cores"]
 
@@ -43,7 +47,7 @@ log = logging.getLogger("tgreen.wsgi")
 
 
 class Cores:
-    def __init__(self, server: Any, n: int) -> None:
+    def __init__(self, server: WSGIServer, n: int) -> None:
         self.server = server
         self.n = n
         self.hub = server.hub
@@ -51,7 +55,7 @@ class Cores:
         self.idle: list[greenlet] = []
         self.waiting: collections.deque = collections.deque()
 
-    def submit(self, conn: Any) -> None:
+    def submit(self, conn: HttpProtocol) -> None:
         """Hand ``conn`` (which has a ready request) to a core (rule 1)."""
         if self.idle:
             self.idle.pop().switch(conn)
@@ -62,7 +66,7 @@ class Cores:
         else:
             self._wait(conn)
 
-    def _wait(self, conn: Any) -> None:
+    def _wait(self, conn: HttpProtocol) -> None:
         conn.waiting_core = True
         conn._pause(PAUSE_CORES)
         if not self.waiting:
@@ -83,7 +87,7 @@ class Cores:
                 return conn
         return None
 
-    def _run(self, conn: Any) -> None:
+    def _run(self, conn: HttpProtocol) -> None:
         me = getcurrent()
         root = self.hub.root
         idle = self.idle

@@ -22,10 +22,14 @@ Rules of this file:
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
 
 from ._errors import HTTPError
+
+if TYPE_CHECKING:   # annotations only: these modules import this one
+    from ._protocol import HttpProtocol, Request
+    from .server import WSGIServer
 
 __all__ = ["base_environ", "build"]
 
@@ -41,7 +45,7 @@ _SECURE_SCHEME_HEADERS = {
 }
 
 
-def base_environ(server: Any, sockname: Any, scheme: str) -> dict:
+def base_environ(server: WSGIServer, sockname: Any, scheme: str) -> dict:
     """Keys fixed for every request on one listener."""
     cfg = server.cfg
     if isinstance(sockname, tuple):
@@ -77,7 +81,7 @@ def _key(name: bytes) -> str:
     return key
 
 
-def build(server: Any, conn: Any, req: Any) -> dict:
+def build(server: WSGIServer, conn: HttpProtocol, req: Request) -> dict:
     env = conn.environ.copy()
     url = req.url
     raw = url.decode("latin-1")

@@ -31,12 +31,17 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 from greenlet import getcurrent
 
 from ..timeout import Timeout
 from ._errors import error_response
+
+if TYPE_CHECKING:   # annotations only: these modules import this one
+    from ._protocol import HttpProtocol, Request
+    from ._response import _Response
+    from .server import WSGIServer
 
 __all__ = ["RequestTimeout", "expire", "log_cut", "stamp", "timed_out"]
 
@@ -51,13 +56,13 @@ class RequestTimeout(Timeout):
         return f"request ran longer than the {self.seconds:g} s --timeout"
 
 
-def stamp(req: Any, timeout: float) -> None:
+def stamp(req: Request, timeout: float) -> None:
     """A core starts ``req``: give it a deadline and remember the core."""
     req.run_deadline = time.monotonic() + timeout
     req.core = getcurrent()
 
 
-def expire(server: Any, now: float) -> None:
+def expire(server: WSGIServer, now: float) -> None:
     """Throw ``RequestTimeout`` into every request past its deadline (rule 1)."""
     timeout = server.cfg.timeout
     late = [c for c in server.connections
@@ -70,7 +75,7 @@ def expire(server: Any, now: float) -> None:
         server.hub._throw(req.core, RequestTimeout(timeout))
 
 
-def timed_out(resp: Any, conn: Any, exc: RequestTimeout) -> None:
+def timed_out(resp: _Response, conn: HttpProtocol, exc: RequestTimeout) -> None:
     """The request's greenlet unwound with ``exc``: log where it was, answer
     504 if nothing went out yet, else abort the connection."""
     req = resp.req
@@ -88,7 +93,7 @@ def timed_out(resp: Any, conn: Any, exc: RequestTimeout) -> None:
     conn.transport.write(error_response(504, resp.server.date_line))
 
 
-def log_cut(server: Any, why: str) -> None:
+def log_cut(server: WSGIServer, why: str) -> None:
     """The server closes with requests still running: log each one's
     method, path and age (time since its first byte arrived)."""
     now = time.monotonic()

@@ -43,7 +43,10 @@ import os
 import re
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:   # annotations only: that module imports this one
+    from ._protocol import HttpProtocol
 
 __all__ = ["ATOMS", "AccessLog", "check_format"]
 
@@ -108,7 +111,7 @@ class _Atoms:
 
     __slots__ = ("conn", "d", "env", "log", "req", "resp")
 
-    def __init__(self, log: AccessLog, conn: Any, req: Any, resp: Any, env: Any, d: float) -> None:
+    def __init__(self, log: AccessLog, conn: HttpProtocol, req: Any, resp: Any, env: Any, d: float) -> None:
         self.log, self.conn, self.req, self.resp, self.env, self.d = log, conn, req, resp, env, d
 
     def _environ(self) -> dict:
@@ -229,10 +232,10 @@ class AccessLog:
         else:
             self.line = self._atoms
 
-    def __call__(self, conn: Any, req: Any, resp: Any, env: Any, duration: float) -> None:
+    def __call__(self, conn: HttpProtocol, req: Any, resp: Any, env: Any, duration: float) -> None:
         self.logger.info(self.line(conn, req, resp, env, duration))
 
-    def refused(self, conn: Any, status: int) -> None:
+    def refused(self, conn: HttpProtocol, status: int) -> None:
         r = _Refused(status)
         self.logger.info(self.line(conn, r, r, None, 0.0))
 
@@ -246,16 +249,16 @@ class AccessLog:
 
     # -- the formats --------------------------------------------------------------------
 
-    def _default(self, conn: Any, req: Any, resp: Any, env: Any, d: float) -> str:
+    def _default(self, conn: HttpProtocol, req: Any, resp: Any, env: Any, d: float) -> str:
         addr = (env if env is not None else conn.environ).get("REMOTE_ADDR") or "-"
         size = resp.written
         return (f'{addr} - - {self.clf_time()} "{_request_line_of(req)}" '
                 f'{resp.code} {size if size else "-"} {d * 1000:.3f}')
 
-    def _atoms(self, conn: Any, req: Any, resp: Any, env: Any, d: float) -> str:
+    def _atoms(self, conn: HttpProtocol, req: Any, resp: Any, env: Any, d: float) -> str:
         return self.fmt % _Atoms(self, conn, req, resp, env, d)  # type: ignore[operator]
 
-    def _json(self, conn: Any, req: Any, resp: Any, env: Any, d: float) -> str:
+    def _json(self, conn: HttpProtocol, req: Any, resp: Any, env: Any, d: float) -> str:
         e = env if env is not None else conn.environ
         url = req.url.decode("latin-1")
         if env is not None:
