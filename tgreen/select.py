@@ -32,6 +32,8 @@ del _name, _value
 if TYPE_CHECKING:   # copied by the loop above; named for readers and checkers
     from select import EPOLLIN, EPOLLOUT, EPOLLPRI, POLLIN, POLLOUT, POLLPRI
 
+    from .hub import Hub
+
 __all__ = [n for n in dir(_std) if not n.startswith("_")]
 
 _select = _std.select
@@ -63,7 +65,7 @@ def _yield_when_ready() -> None:
         pass
 
 
-def _wait_until_ready(hub: Any, rfds: list, wfds: list, timeout: float | None,
+def _wait_until_ready(hub: Hub, rfds: list, wfds: list, timeout: float | None,
                       check: Any) -> Any:
     """Wait on the hub until ``check()`` (a zero-timeout OS poll) reports
     something or ``timeout`` passes; return its last answer.
@@ -89,7 +91,7 @@ def _any(result: Any) -> bool:
     return bool(result)
 
 
-def _wait_fds(hub: Any, rfds: Iterable[int], wfds: Iterable[int], timeout: float | None) -> None:
+def _wait_fds(hub: Hub, rfds: Iterable[int], wfds: Iterable[int], timeout: float | None) -> None:
     """Block until any of the fds may be ready, or ``timeout`` passes."""
     waiter = Waiter(hub)
 

@@ -212,7 +212,7 @@ class ServerAcceptor:
         self.on_error = on_error
         self.ssl = ssl
         self.backlog = backlog
-        self.server: Any = None
+        self.server: asyncio.Server | None = None
         self.want = False
         self.closed = False
         self._starting = False
@@ -258,7 +258,7 @@ class ServerAcceptor:
             return
         self._started(task.result())
 
-    def _started(self, server: Any) -> None:
+    def _started(self, server: asyncio.Server) -> None:
         self.server = server
         if not self.want or self.closed:
             self._stop_server()
