@@ -82,7 +82,7 @@ __all__ = [n for n in dir(_std) if not n.startswith("_")]
 
 _signal = _std.signal
 _getsignal = _std.getsignal
-_pause = getattr(_std, "pause", None)
+_pause: Any = getattr(_std, "pause", None)   # None where the OS lacks it
 _default_int_handler = _std.default_int_handler
 _main_ident = _originals.get("_thread", "get_ident")()
 
@@ -222,7 +222,7 @@ class _HandlerGreenlet(Greenlet):
 
     def __init__(self, handler: Callable, signum: int, frame: Any, interrupted: greenlet) -> None:
         super().__init__(handler, signum, frame)
-        self._interrupted = interrupted
+        self._interrupted: greenlet | None = interrupted
 
     def run(self) -> None:
         hub = self.hub
@@ -286,7 +286,7 @@ else:  # pragma: no cover - Windows
 
 # -- sigwait & co ------------------------------------------------------------------------
 
-_std_sigtimedwait = getattr(_std, "sigtimedwait", None)
+_std_sigtimedwait: Any = getattr(_std, "sigtimedwait", None)   # None where the OS lacks it
 _libc: Any = None
 _SFD_NONBLOCK, _SFD_CLOEXEC = 0o4000, 0o2000000
 
@@ -323,6 +323,7 @@ def _green_sigtimedwait(sigset: Iterable[int], timeout: float | None) -> Any:
     fd = _signalfd(sigset) if hub is not None and hub.thread_ident == _main_ident else None
     if fd is None:
         return _std.sigwaitinfo(sigset) if timeout is None else _std_sigtimedwait(sigset, timeout)
+    assert hub is not None   # a signalfd is made only with a hub
     deadline = None if timeout is None else _time.monotonic() + timeout
     # A signal can only arrive from outside the loop's sight: do not let
     # this wait count as "waiting forever" (LoopExit).
