@@ -56,6 +56,7 @@ __all__ = ["HttpProtocol", "Request"]
 PAUSE_BODY = 1        # unread request body above HIGH_WATER
 PAUSE_PIPELINE = 2    # a parsed request waits behind the one being served
 PAUSE_CORES = 4       # waiting for a free core
+PAUSE_TAKEOVER = 8    # the app owns the socket (``take_over``, ``_takeover.py``)
 
 #: Seconds an idle keep-alive connection stays open once the server drains
 #: (see ``drain``).
@@ -129,6 +130,11 @@ class _ErrorItem:
 
 class HttpProtocol(asyncio.Protocol):
     """One HTTP/1.x connection. Created by the server's acceptor."""
+
+    # An Upgrade request's app took the socket over (``_takeover.py``): class
+    # defaults, so connections that never upgrade pay nothing for them.
+    taken_over = False
+    takeover_socket: Any = None
 
     def __init__(self, server: Any, listener: Any) -> None:
         self.server = server
@@ -490,6 +496,19 @@ class HttpProtocol(asyncio.Protocol):
                 raise ClientDisconnected("client did not read the response in time")
         if self.closed:
             raise ClientDisconnected("client disconnected")
+
+    def take_over(self) -> None:
+        """The app took the connection over (``_takeover.py``; its first read
+        or write on ``environ['gunicorn.socket']``): from now on every byte
+        is the app's. Reading stops for good, nothing more is parsed, and
+        the request timeout no longer applies (a WebSocket lives as long as
+        the app keeps it)."""
+        self.taken_over = True
+        self.closing = True
+        req = self._serving
+        if req is not None:
+            req.run_deadline = 0.0
+        self._pause(PAUSE_TAKEOVER)
 
     def abort(self) -> None:
         if not self.closed:

@@ -50,6 +50,7 @@ from ..timeout import Timeout
 from ._environ import build
 from ._errors import HTTPError, error_response
 from ._input import ClientDisconnected, RequestError
+from ._takeover import offer, release, taken_over
 from ._timeout import RequestTimeout, timed_out
 from ._transport import SocketTransport
 
@@ -408,6 +409,10 @@ def close_iterable(result: Any) -> None:
             log.error("error in the close() of %r", result, exc_info=e)
 
 
+class _TakenOver(Exception):
+    """The app returned after taking the connection over (``_takeover.py``)."""
+
+
 def run_request(server: Any, conn: Any, req: Any) -> bool:
     """Serve ``req`` in the current core greenlet; return whether the
     connection may carry another request."""
@@ -421,7 +426,11 @@ def run_request(server: Any, conn: Any, req: Any) -> bool:
     getcurrent().gr_context = server.context.copy()
     try:
         env = build(server, conn, req)
+        if req.upgrade:
+            offer(conn, env)   # environ['gunicorn.socket'] (_takeover.py)
         result = server.app(env, resp.start_response)
+        if conn.taken_over:
+            raise _TakenOver   # the app spoke the new protocol itself: no response
         if type(result) is list or type(result) is tuple:
             if resp.head is None and len(result) == 1 and type(result[0]) is bytes:
                 # The common case, in one write and few calls: a single
@@ -459,10 +468,15 @@ def run_request(server: Any, conn: Any, req: Any) -> bool:
     except HTTPError as e:
         _fail(resp, conn, e.status, None)
     except (Exception, Timeout) as e:
-        # A tgreen.Timeout of the app's own that it let escape is its error.
-        _fail(resp, conn, 500, e)
+        if conn.taken_over:
+            taken_over(resp, conn, None if e.__class__ is _TakenOver else e)
+        else:
+            # A tgreen.Timeout of the app's own that it let escape is its error.
+            _fail(resp, conn, 500, e)
     finally:
         close_iterable(result)
+        if conn.takeover_socket is not None:
+            release(conn)
     if server.after_request is not None:
         server.after_request(conn, req, resp, env)   # metrics, access log
     return resp.keep
