@@ -28,7 +28,7 @@ ws_client = pytest.importorskip("websocket")          # websocket-client
 pytest.importorskip("flask_sock")
 socketio = pytest.importorskip("socketio")
 
-from websockets.exceptions import ConnectionClosed as ClientClosed  # noqa: E402
+from websockets.exceptions import ConnectionClosed as ClientClosed
 
 APPS = textwrap.dedent('''
     import os
