@@ -426,3 +426,17 @@ def test_a_socketio_client_talks_to_python_socketio_in_threading_mode(flask_serv
     finally:
         client.disconnect()
     assert "Traceback" not in flask_server.output()
+
+
+def test_the_chat_example_relays_a_message_to_everyone_in_the_room():
+    with Serve(ROOT / "examples" / "websocket_chat.py") as srv:
+        assert "WebSocket" in requests.get(srv.url, timeout=10).text
+        with websockets_sync.connect(_ws(srv, "/chat")) as a:
+            assert "joined (1 here)" in a.recv(timeout=5)
+            with websockets_sync.connect(_ws(srv, "/chat")) as b:
+                assert "joined (2 here)" in b.recv(timeout=5)
+                assert "joined (2 here)" in a.recv(timeout=5)
+                b.send("hello room")
+                assert a.recv(timeout=5).endswith(": hello room")
+                assert b.recv(timeout=5).endswith(": hello room")
+            assert a.recv(timeout=5).endswith(" left")

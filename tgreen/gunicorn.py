@@ -43,8 +43,10 @@ Rules of this file:
 
 ``environ['gunicorn.socket']`` is the connection's socket as a green socket
 (a ``dup`` of its fd, closed with the connection): peer address, socket
-options, ``fileno()``. The server still reads the connection, so an app must
-not read from it (taking a connection over is not supported yet).
+options, ``fileno()``. On an ``Upgrade:`` request it is the server's
+takeover socket instead (``tgreen/wsgi/_takeover.py``): an app that reads or
+writes it owns the connection (WebSockets: flask-sock, simple-websocket,
+engineio, ``tgreen.websocket``).
 """
 
 from __future__ import annotations
