@@ -83,6 +83,8 @@ APPS = textwrap.dedent('''
                 ws.send(str(ws.subprotocol))
             elif msg == "close-4001":
                 ws.close(4001, "as asked")
+            elif msg == "boom":
+                raise RuntimeError("the handler failed")
             else:
                 ws.send(msg)
         if ws.close_code == 1006:
@@ -225,6 +227,27 @@ def test_a_message_of_exactly_max_message_size_is_accepted(native):
         assert len(ws.recv(timeout=5)) == 64 * 1024
 
 
+def test_invalid_utf8_in_a_text_message_closes_with_1007(native):
+    client = ws_client.create_connection(_ws(native, "/echo"), timeout=5)
+    try:
+        client.send_frame(ws_client.ABNF.create_frame(b"\xff\xfe", ws_client.ABNF.OPCODE_TEXT))
+        opcode, frame = client.recv_data_frame(control_frame=True)
+        assert opcode == ws_client.ABNF.OPCODE_CLOSE
+        assert int.from_bytes(frame.data[:2], "big") == 1007
+    finally:
+        client.sock.close()
+
+
+def test_a_handler_that_raises_closes_with_1011_and_its_error_is_logged(native):
+    with websockets_sync.connect(_ws(native, "/echo")) as ws:
+        ws.send("boom")
+        with pytest.raises(ClientClosed) as info:
+            ws.recv(timeout=5)
+    assert info.value.rcvd.code == 1011
+    assert _wait_for(lambda: "RuntimeError: the handler failed" in native.output(), 5)
+    assert "after it took the connection over" in native.output()
+
+
 def test_a_plain_http_request_to_a_websocket_route_gets_426(native):
     r = requests.get(native.url + "/echo", timeout=10)
     assert r.status_code == 426
@@ -356,12 +379,12 @@ class _Gunicorn:
     def __enter__(self) -> _Gunicorn:
         self.proc = subprocess.Popen(self.cmd, cwd=self.log.parent, env=self.env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60       # a loaded CI machine boots Flask slowly
         while True:
             try:
-                requests.get(self.url + "/flask/plain", timeout=5)
+                requests.get(self.url + "/flask/plain", timeout=10)
                 return self
-            except requests.ConnectionError:
+            except requests.RequestException:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     raise AssertionError(f"gunicorn did not start:\n{self.output()}") from None
                 time.sleep(0.1)

@@ -91,7 +91,8 @@ except ImportError as e:  # pragma: no cover - depends on the environment
 
 from greenlet import GreenletExit
 
-from .lock import RLock
+from . import socket as green_socket
+from .lock import Lock
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -204,8 +205,11 @@ def route(handler: Callable[[WebSocket, dict], Any] | None = None, **options: An
                 hdrs += [("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")]
             start_response(f"{e.status} {_PHRASES.get(e.status, 'Error')}", hdrs)
             return [body]
-        with ws:
-            handler(ws, environ)
+        try:
+            with ws:
+                handler(ws, environ)
+        except ConnectionClosed:
+            pass             # the client went away while the handler sent: its end
         if not hasattr(environ["gunicorn.socket"], "take_over"):
             # Another server that offers gunicorn.socket: its convention for
             # "no response" (what flask-sock does there).
@@ -243,8 +247,17 @@ class WebSocket:
         self._parts: list = []            # fragments of the message being received
         self._parts_len = 0
         self._pongs: deque = deque(maxlen=16)
-        self._send_lock = RLock()
-        self._recv_lock = RLock()
+        # Frames are encoded and written under one lock: wsproto's state (and
+        # a compression context) must see them in the order they go out.
+        self._send_lock = Lock()
+        self._recv_lock = Lock()
+        if isinstance(sock, green_socket.socket):
+            # tgreen's socket keeps its fd non-blocking and only remembers the
+            # timeout: set it directly instead of settimeout()'s two fcntl
+            # calls per send and per receive.
+            self._settimeout = _green_settimeout(sock)
+        else:
+            self._settimeout = sock.settimeout
         self._closed = False              # the socket is done with (close frame or drop)
 
     # -- receiving ---------------------------------------------------------------------
@@ -280,16 +293,15 @@ class WebSocket:
 
     def _read(self, deadline: float | None) -> None:
         """Read from the socket once and handle what it brings."""
-        sock = self._sock
         if deadline is None:
-            sock.settimeout(None)
+            self._settimeout(None)
         else:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError("no WebSocket message within the timeout")
-            sock.settimeout(left)
+            self._settimeout(left)
         try:
-            data = sock.recv(RECV_SIZE)
+            data = self._sock.recv(RECV_SIZE)
         except TimeoutError:
             raise TimeoutError("no WebSocket message within the timeout") from None
         except OSError:
@@ -304,36 +316,38 @@ class WebSocket:
         self._handle_events()
 
     def _handle_events(self) -> None:
-        out = []
         for ev in self._conn.events():
             if isinstance(ev, Message):
-                if not self._message_part(ev, out):
+                if not self._message_part(ev):
                     break
             elif isinstance(ev, Ping):
-                out.append(self._conn.send(ev.response()))
+                self._reply(ev.response(), ConnectionState.OPEN)
             elif isinstance(ev, Pong):
                 self._pongs.append(ev.payload)
             elif isinstance(ev, CloseConnection):
                 self.close_code = ev.code
                 self.close_reason = ev.reason or None
-                state = self._conn.state
-                if state is ConnectionState.REMOTE_CLOSING:
-                    out.append(self._conn.send(ev.response()))       # answer the client's close
-                elif state is ConnectionState.OPEN:
-                    # wsproto refused the client's frames (bad UTF-8, bad
-                    # opcode...): tell the client why, then end.
-                    out.append(self._conn.send(CloseConnection(ev.code, ev.reason)))
+                # Answer the client's close; or, if wsproto refused the
+                # client's frames (bad UTF-8, bad opcode...; the state is
+                # still OPEN), tell the client why.
+                self._reply(ev.response(), ConnectionState.REMOTE_CLOSING)
+                self._reply(CloseConnection(ev.code, (ev.reason or "")[:100] or None), ConnectionState.OPEN)
                 self._closed = True
                 break
-        if out:
-            try:
-                self._write(b"".join(out))
-            except (ConnectionClosed, OSError, TimeoutError):
-                pass
         if self._closed:
             self._shut()
 
-    def _message_part(self, ev: Message, out: list) -> bool:
+    def _reply(self, event: Any, state: ConnectionState) -> None:
+        """Send a control frame the protocol calls for, if the connection is
+        in ``state``; a client that is gone by now needs no answer."""
+        with self._send_lock:
+            if self._conn.state is state:
+                try:
+                    self._write(self._conn.send(event))
+                except ConnectionClosed:
+                    pass
+
+    def _message_part(self, ev: Message) -> bool:
         """Collect one fragment; False if the message grew past the limit."""
         data = ev.data
         self._parts.append(data)
@@ -343,7 +357,7 @@ class WebSocket:
             if self._parts_len > limit:
                 self._parts.clear()
                 self.close_code, self.close_reason = MESSAGE_TOO_BIG, "message too big"
-                out.append(self._conn.send(CloseConnection(MESSAGE_TOO_BIG, "message too big")))
+                self._reply(CloseConnection(MESSAGE_TOO_BIG, "message too big"), ConnectionState.OPEN)
                 self._closed = True
                 return False
         if ev.message_finished:
@@ -403,20 +417,20 @@ class WebSocket:
             self._write(self._conn.send(event))
 
     def _write(self, data: bytes) -> None:
-        """All of ``data`` to the socket, or the connection is dropped."""
-        with self._send_lock:
-            sock = self._sock
-            try:
-                # sendall on a green socket: its timeout is per call, and
-                # another greenlet's receive changes it; set ours each time.
-                sock.settimeout(self.send_timeout)
-                sock.sendall(data)
-            except TimeoutError:
-                self._abort()
-                raise ConnectionClosed(ABNORMAL_CLOSURE, "the client did not read in time") from None
-            except OSError as e:
-                self._dropped()
-                raise ConnectionClosed(ABNORMAL_CLOSURE, str(e)) from None
+        """All of ``data`` to the socket, or the connection is dropped.
+        The caller holds ``_send_lock``."""
+        try:
+            # The socket's timeout is shared with the receiving greenlet,
+            # which sets its own: set ours right before the call (no switch
+            # in between).
+            self._settimeout(self.send_timeout)
+            self._sock.sendall(data)
+        except TimeoutError:
+            self._abort()
+            raise ConnectionClosed(ABNORMAL_CLOSURE, "the client did not read in time") from None
+        except OSError as e:
+            self._dropped()
+            raise ConnectionClosed(ABNORMAL_CLOSURE, str(e)) from None
 
     # -- closing -----------------------------------------------------------------------
 
@@ -483,6 +497,12 @@ class WebSocket:
     def __repr__(self) -> str:
         state = f"closed {self.close_code}" if self._closed else "open"
         return f"<tgreen.websocket.WebSocket {self.environ.get('PATH_INFO', '')!r} {state}>"
+
+
+def _green_settimeout(sock: green_socket.socket) -> Callable[[float | None], None]:
+    def settimeout(value: float | None) -> None:
+        sock._timeout = value
+    return settimeout
 
 
 def _request_bytes(environ: dict) -> bytes:
