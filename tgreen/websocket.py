@@ -84,7 +84,7 @@ try:
         Request,
         TextMessage,
     )
-    from wsproto.extensions import PerMessageDeflate
+    from wsproto.extensions import Extension, PerMessageDeflate
     from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 except ImportError as e:  # pragma: no cover - depends on the environment
     raise ImportError("tgreen.websocket needs wsproto: pip install 'tgreen[websocket]'") from e
@@ -174,7 +174,7 @@ def accept(environ: dict, *, subprotocols: tuple[str, ...] | list[str] = (),
     if request is None:
         raise HandshakeError("bad WebSocket handshake")
     chosen = next((p for p in subprotocols if p in request.subprotocols), None)
-    extensions = [PerMessageDeflate()] if compression else []
+    extensions: list[Extension] = [PerMessageDeflate()] if compression else []
     reply = conn.send(AcceptConnection(
         subprotocol=chosen, extensions=extensions,
         extra_headers=[(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers or ()]))
