@@ -32,6 +32,7 @@ DELAY = 0.2          # seconds each task waits in the server (library_scenarios.
 MAX_WALL = 0.8       # 50 tasks x 0.2 s one after the other would take 10 s
 MAX_GAP = 0.15       # < DELAY: no single wait blocked the loop
 MAX_SETUP_GAP = 0.5  # handshakes/logins: CPU bursts, still far from blocking
+NO_PSYCOPG = {"TGREEN_SCENARIO_NO_PSYCOPG": "1"}  # patch_all(psycopg=False)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -146,9 +147,26 @@ def test_psycopg2_with_the_green_wait_callback_runs_concurrently(pg):
 
 
 def test_psycopg2_without_the_wait_callback_blocks_the_hub(pg):
-    """Negative control: patch_all() alone cannot reach libpq's socket."""
+    """Negative control: patching the socket module cannot reach libpq's
+    socket (patch_all(psycopg=False) leaves the wait callback unset)."""
     pytest.importorskip("psycopg2")
-    assert_blocking(run_scenario("psycopg2_blocking", pg))
+    assert_blocking(run_scenario("psycopg2_blocking", pg, env=NO_PSYCOPG))
+
+
+def test_patch_all_makes_psycopg2_and_psycopg3_green_when_they_are_imported(pg):
+    """An app that never imports tgreen (Django under tgreen-serve) gets
+    green queries: patch_all() hooks the drivers' import."""
+    pytest.importorskip("psycopg2")
+    pytest.importorskip("psycopg")
+    check_green("psycopg_drivers_patched_by_patch_all", pg)
+
+
+def test_patch_all_makes_already_imported_psycopg_drivers_green(pg):
+    pytest.importorskip("psycopg2")
+    pytest.importorskip("psycopg")
+    result = run_scenario("psycopg_drivers_imported_before_patch_all", pg,
+                          env={"TGREEN_SCENARIO_NO_PATCH": "1"})
+    assert result["wall"] < MAX_WALL and result["max_gap"] < MAX_GAP, result
 
 
 def test_psycopg2_killed_or_timed_out_query_is_cancelled_in_the_server(pg):
@@ -159,14 +177,15 @@ def test_psycopg2_killed_or_timed_out_query_is_cancelled_in_the_server(pg):
     assert result["queries_left_running"] == 0, result
 
 
-def test_psycopg3_with_c_speedups_blocks_under_patch_all_alone(pg):
-    """Documents why make_psycopg_green() exists: psycopg[binary]/[c] waits in C."""
+def test_psycopg3_with_c_speedups_blocks_under_patch_all_without_psycopg(pg):
+    """Documents why make_psycopg_green() exists: psycopg[binary]/[c] waits in C,
+    which patching the socket and select modules cannot reach."""
     pytest.importorskip("psycopg")
-    result = run_scenario("psycopg3_patched_only", pg)
+    result = run_scenario("psycopg3_patched_only", pg, env=NO_PSYCOPG)
     if result["wait_function"] == "wait_c":
         assert_blocking(result)
     else:  # the pure-Python build waits with the (patched) select.poll
-        check_green("psycopg3_patched_only", pg)
+        assert result["wall"] < MAX_WALL, result
 
 
 def test_psycopg3_made_green_runs_concurrently(pg):
@@ -204,9 +223,9 @@ def test_psycopg_green_waits_leave_real_os_threads_alone(pg):
     check_green("pg_in_os_threads", pg)
 
 
-def test_pure_python_psycopg3_reconnects_promptly_under_patch_all_alone(pg):
+def test_pure_python_psycopg3_reconnects_promptly_under_patch_all_without_psycopg(pg):
     pytest.importorskip("psycopg")
-    result = run_scenario("psycopg3_python_reconnects", pg, env={"PSYCOPG_IMPL": "python"})
+    result = run_scenario("psycopg3_python_reconnects", pg, env={"PSYCOPG_IMPL": "python", **NO_PSYCOPG})
     assert result["wait_function"] == "wait_poll", result
     assert result["reconnects_wall"] < 1.0, result  # 20 connect/query/close; ~0.15 s when right
 

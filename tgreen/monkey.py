@@ -38,7 +38,7 @@ from . import _originals
 __all__ = [
     "patch_all", "patch_socket", "patch_dns", "patch_time", "patch_select", "patch_selectors",
     "patch_ssl", "patch_thread", "patch_queue", "patch_subprocess", "patch_os", "patch_signal",
-    "patch_asyncio",
+    "patch_asyncio", "patch_psycopg",
     "is_module_patched", "is_object_patched", "get_original", "MonkeyPatchWarning",
 ]
 
@@ -229,6 +229,38 @@ def patch_asyncio() -> None:
     _patched_modules.add("asyncio")
 
 
+def patch_psycopg() -> None:
+    """Make psycopg2 and psycopg 3 wait on the hub (``tgreen.psycopg``), now
+    if they are imported, else as soon as they are.
+
+    Both drivers are libpq in C: patching the socket module does not reach
+    them, and psycopg 3's C build waits in C. A post-import hook (wrapt's)
+    installs the green waits when the driver is first imported, so an app
+    that never imports tgreen (Django under tgreen-serve or the gunicorn
+    worker) gets green queries without importing anything in a given order.
+    psycopg2 with a wait callback refuses ``COPY`` (``copy_from``...) and
+    large objects; ``patch_all(psycopg=False)`` leaves the drivers alone.
+    """
+    import wrapt
+
+    if is_module_patched("psycopg"):
+        return
+
+    def green_psycopg2(module: Any) -> None:
+        from .psycopg import make_psycopg2_green
+
+        make_psycopg2_green()
+
+    def green_psycopg(module: Any) -> None:
+        from .psycopg import make_psycopg_green
+
+        make_psycopg_green()
+
+    wrapt.register_post_import_hook(green_psycopg2, "psycopg2")
+    wrapt.register_post_import_hook(green_psycopg, "psycopg")
+    _patched_modules.add("psycopg")
+
+
 def _patch_from(flag: str, modname: str, green_modname: str) -> bool:
     """Patch stdlib ``modname`` from green module ``tgreen.<green_modname>``.
 
@@ -294,7 +326,7 @@ def patch_signal() -> None:
 def patch_all(socket: bool = True, dns: bool = True, time: bool = True, select: bool = True,
               selectors: bool = True, ssl: bool = True, thread: bool = True, queue: bool = True,
               subprocess: bool = True, os: bool = True, signal: bool = True,
-              asyncio: bool = True) -> None:
+              asyncio: bool = True, psycopg: bool = True) -> None:
     """Patch every supported module; call it first thing in the program.
 
     Each flag turns one ``patch_<name>()`` on or off. With ``thread=True``
@@ -313,6 +345,8 @@ def patch_all(socket: bool = True, dns: bool = True, time: bool = True, select: 
         patch_selectors()
     if asyncio:
         patch_asyncio()
+    if psycopg:
+        patch_psycopg()
     # Modules not shipped in this release are skipped (is_module_patched
     # tells): a missing one must not stop the others.
     for flag, on, modname, green_modname in (
