@@ -3,6 +3,8 @@ workers, wait for it to answer.
 
     with Serve(app_file, "--workers", "2") as srv:
         requests.get(srv.url)
+
+``Gunicorn`` is the same for ``gunicorn -k tgreen.gunicorn.Worker``.
 """
 
 from __future__ import annotations
@@ -66,18 +68,21 @@ class Serve:
 
         fd, self.log_path = tempfile.mkstemp(prefix="tgreen-serve-", suffix=".log")
         self._log = os.fdopen(fd, "w+")
-        self.proc = subprocess.Popen(serve_cmd(self.app, *self.args), cwd=ROOT, env=_env(self.env),
+        self.proc = subprocess.Popen(self.command(), cwd=ROOT, env=_env(self.env),
                                      stdout=self._log, stderr=subprocess.STDOUT,
                                      start_new_session=True, pass_fds=self.pass_fds)
         if self.wait_ready and self.port is not None:
             self.wait_listening()
         return self
 
+    def command(self) -> list[str]:
+        return serve_cmd(self.app, *self.args)
+
     def wait_listening(self, timeout: float = 15) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"tgreen-serve exited {self.proc.returncode}:\n{self.output()}")
+                raise RuntimeError(f"{self.command()[2]} exited {self.proc.returncode}:\n{self.output()}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
                     s.sendall(b"GET /__ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -86,7 +91,7 @@ class Serve:
                         return
             except OSError:
                 time.sleep(0.05)
-        raise RuntimeError(f"tgreen-serve did not answer in {timeout}s:\n{self.output()}")
+        raise RuntimeError(f"{self.command()[2]} did not answer in {timeout}s:\n{self.output()}")
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
@@ -136,6 +141,29 @@ class Serve:
                 return pids
             time.sleep(0.05)
         raise RuntimeError(f"expected {n} workers, have {self.workers()}:\n{self.output()}")
+
+
+class Gunicorn(Serve):
+    """``gunicorn -k tgreen.gunicorn.Worker ARGS APP``: the same interface as
+    ``Serve`` (gunicorn takes ``--bind`` and ``--chdir`` too). Its error log
+    goes to the output unless ``--error-logfile`` says otherwise."""
+
+    def command(self) -> list[str]:
+        args = self.args if "--error-logfile" in self.args else ["--error-logfile", "-", *self.args]
+        return [sys.executable, "-m", "gunicorn", "-k", "tgreen.gunicorn.Worker", *args, self.app]
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 15) -> int | None:
+        """Like ``Serve.stop``; gunicorn 27's arbiter lingers for seconds after
+        its workers have stopped ("Shutting down: Master"), so from that line
+        on the session is killed (its returncode is then -9)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            deadline = time.monotonic() + timeout
+            while self.proc.poll() is None and time.monotonic() < deadline:
+                if "Shutting down: Master" in self.output():
+                    break
+                time.sleep(0.05)
+        return super().stop(signal.SIGKILL, timeout)
 
 
 def write_app(tmp_path: Path, source: str, name: str = "app.py") -> Path:
