@@ -1,8 +1,9 @@
 """psycopg2 queries from many greenlets at once, with one call to set up.
 
-psycopg2 talks to PostgreSQL through libpq, in C, so ``patch_all()`` cannot
-reach its socket. ``tgreen.psycopg.make_psycopg2_green()`` installs a wait
-callback: libpq then runs non-blocking and every wait goes through the hub.
+psycopg2 talks to PostgreSQL through libpq, in C, so patching the socket
+module cannot reach its socket. ``patch_all()`` also installs a wait callback
+(``tgreen.psycopg.make_psycopg2_green()``) when psycopg2 is imported: libpq
+then runs non-blocking and every wait goes through the hub.
 This script runs 50 queries that each take 0.2 s in the server over a pool
 of 25 connections (0.4 s in all, instead of 10 s one after the other), then
 shows that a ``tgreen.Timeout`` stops a long query in the server too. ::
@@ -30,9 +31,6 @@ import time  # noqa: E402
 import psycopg2  # noqa: E402
 
 import tgreen  # noqa: E402
-import tgreen.psycopg  # noqa: E402
-
-tgreen.psycopg.make_psycopg2_green()
 
 
 class ConnectionPool:

@@ -3,9 +3,11 @@
 Both drivers are libpq in C, so monkey-patching the socket module does not
 reach them: libpq owns its socket and, left alone, blocks the whole OS thread
 inside ``PQgetResult``/``poll()``. Both drivers let the application take over
-the waiting; this module does that with the hub. Call it once at start-up::
+the waiting; this module does that with the hub. ``patch_all()`` does it
+for you (``tgreen.monkey.patch_psycopg``: when the driver is imported, or at
+once if it already is); by hand, once at start-up::
 
-    import tgreen.monkey; tgreen.monkey.patch_all()
+    import tgreen.monkey; tgreen.monkey.patch_all(psycopg=False)
     import tgreen.psycopg
     tgreen.psycopg.make_psycopg2_green()   # psycopg2: a wait callback
     tgreen.psycopg.make_psycopg_green()    # psycopg 3: green wait functions
