@@ -133,6 +133,33 @@ def test_app_error_is_a_500_and_the_loop_carries_on():
         assert requests.get(srv.url + "/native").text == "native"
 
 
+def test_status_and_header_fields_are_checked_as_the_server_checks_them():
+    # No wsgiref validator here: the container's own checks (the server's
+    # start_response and header checks) must refuse these.
+    def app(environ, start_response):
+        path = environ["PATH_INFO"]
+        if path == "/crlf":
+            start_response("200 OK", [("X-Note", "a\r\nSet-Cookie: stolen=1")])
+        elif path == "/status":
+            start_response("OK", [("Content-Type", "text/plain")])
+        elif path == "/bytes":
+            start_response("200 OK", [(b"X-Note", b"bytes")])
+        else:
+            start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"body"]
+
+    def factory():
+        return tornado.web.Application([(r".*", tornado.web.FallbackHandler,
+                                         {"fallback": WSGIContainer(app)})])
+
+    with TornadoThread(factory) as srv:
+        r = requests.get(srv.url + "/crlf")
+        assert r.status_code == 500 and "Set-Cookie" not in r.headers
+        assert requests.get(srv.url + "/status").status_code == 500
+        assert requests.get(srv.url + "/bytes").status_code == 500
+        assert requests.get(srv.url + "/fine").text == "body"
+
+
 def test_cores_bound_concurrency():
     inside = []
     peak = []

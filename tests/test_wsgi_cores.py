@@ -121,7 +121,7 @@ def test_a_keep_alive_connection_waiting_for_a_core_is_not_read():
         # b's socket is paused: more data stays in the kernel
         b.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 100)
         time.sleep(0.1)
-        assert srv.call(lambda: len(conn_b._queue)) == 1
+        assert srv.call(lambda: len(conn_b.queue)) == 1
         srv.call(gate.set)
         assert read_response(a).status == 200
         rb = ResponseReader(b)

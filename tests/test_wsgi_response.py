@@ -344,7 +344,7 @@ def test_large_response_waits_for_a_slow_reader_then_completes():
         time.sleep(0.5)
         # The core is parked on flow control, not buffering the whole body.
         conn = srv.call(lambda: next(iter(srv.server.connections)))
-        assert srv.call(lambda: conn._write_paused)
+        assert srv.call(lambda: conn.write_paused)
         assert len(produced) < 320
         assert srv.call(lambda: conn.transport.get_write_buffer_size()) < 1 << 20
         r = read_response(s)

@@ -32,7 +32,7 @@ import time
 from typing import Any
 
 from . import _originals
-from .wsgi._loader import _is_file, _split
+from .wsgi.loader import is_file_spec, split_spec
 
 __all__ = ["Reloader", "watched_dir"]
 
@@ -45,8 +45,8 @@ _signal = _originals.get("signal", "signal")
 
 def watched_dir(app_spec: str) -> str:
     """The directory ``--reload`` watches for ``app_spec``."""
-    target, _ = _split(app_spec)
-    if _is_file(target):
+    target, _ = split_spec(app_spec)
+    if is_file_spec(target):
         return os.path.dirname(os.path.abspath(target))
     return os.getcwd()
 

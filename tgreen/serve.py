@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from . import _serve_setup
-from .wsgi._loader import AppLoadError, check_spec
+from .wsgi.loader import AppLoadError, check_spec
 from .wsgi._settings_sources import Sources, systemd_listen_fds
 from .wsgi.config import OPTIONS, Config, ConfigError
 

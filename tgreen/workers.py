@@ -68,7 +68,7 @@ from typing import Any
 
 from . import _originals
 from ._lifeline import Lifeline, MasterEnd, WorkerEnd
-from .wsgi._listen import bind, describe
+from .wsgi.listen import bind, describe
 from .wsgi.config import Config
 
 __all__ = ["Master", "BOOT_ERROR"]
@@ -481,7 +481,7 @@ def _worker_main(wid: int, master_pid: int, sockets: list, cfg: Config, app_spec
     from . import _postfork, _serve_setup
     from . import loop as loop_mod
     from .wsgi import WSGIServer
-    from .wsgi._loader import load_app, load_error_report
+    from .wsgi.loader import load_app, load_error_report
 
     # Anything failing before the server runs is a boot error: the master
     # stops instead of respawning a worker that can never serve.
@@ -500,7 +500,7 @@ def _worker_main(wid: int, master_pid: int, sockets: list, cfg: Config, app_spec
             attach(server, metrics.block, metrics.child_slot, metrics.sockets)
         _serve_setup.start_block_report(cfg)
     except BaseException as e:
-        # One line, then the app's own frames (not tgreen's): _loader; once
+        # One line, then the app's own frames (not tgreen's): wsgi.loader; once
         # for all the workers that fail alike: _serve_setup.
         _serve_setup.report_boot_error(e, functools.partial(load_error_report, app_spec, e))
         return BOOT_ERROR

@@ -278,7 +278,7 @@ def serve_raw_own_accept(port, sync_transport):
 
 def serve_raw_own_transport(port):
     """tgreen.wsgi's own accept loop and SocketTransport, with the raw protocol."""
-    from tgreen.wsgi._listen import SocketAcceptor
+    from tgreen.wsgi.listen import SocketAcceptor
     loop = tgreen.get_hub().loop
     cores = Cores(100)
     lsock = _listener(port)

@@ -19,10 +19,11 @@ Tornado has already read the request body (unless the handler streams), so
 ``wsgi.input`` is a BytesIO of it; the environ is Tornado's, completed with
 ``wsgi.file_wrapper`` and ``wsgi.input_terminated``.
 
-Flow control: a chunk is handed to Tornado's connection and the greenlet
-waits for the write to be flushed only once 64 KiB are outstanding, and it
-yields to the loop after running for ``SLICE`` seconds, like the server's
-cores (``_response.py``).
+``start_response``, its checks of the status and header fields, and the
+pacing rule are the server's (``_response.StartResponse``): a chunk is
+handed to Tornado's connection and the greenlet waits for the write to be
+flushed only once ``FLUSH_AT`` bytes are outstanding, and it yields to the
+loop after running for ``SLICE`` seconds, like the server's cores.
 """
 
 from __future__ import annotations
@@ -39,16 +40,12 @@ from tornado.iostream import StreamClosedError
 
 from ..bridge import wait
 from ..greenlet import spawn
-from ..hub import Waiter, get_hub
-from ._response import SLICE, FileWrapper, close_iterable
+from ..hub import get_hub
+from ._response import FLUSH_AT, FileWrapper, StartResponse, check_header_fields, close_iterable
 
 __all__ = ["WSGIContainer"]
 
 log = logging.getLogger("tgreen.wsgi")
-
-#: Bytes handed to Tornado before the greenlet waits for them to be flushed.
-FLUSH_AT = 64 * 1024
-
 
 class WSGIContainer(tornado.wsgi.WSGIContainer):
     """Runs ``wsgi_application`` for Tornado requests, each in a greenlet."""
@@ -90,93 +87,89 @@ class WSGIContainer(tornado.wsgi.WSGIContainer):
         return env
 
     def _serve(self, request: Any) -> None:
-        conn = request.connection
-        state: dict[str, Any] = {"status": None, "headers": None, "sent": False}
-        hub = get_hub()
-        outstanding: list[Any] = [0, None]   # bytes since the last flush wait, last future
-        slice_start = [time.monotonic()]
-        head = request.method == "HEAD"
-
-        def start_response(status: str, headers: list, exc_info: Any = None) -> Callable:
-            if exc_info is not None:
-                try:
-                    if state["sent"]:
-                        raise exc_info[1].with_traceback(exc_info[2])
-                finally:
-                    exc_info = None
-            elif state["status"] is not None:
-                raise AssertionError("start_response() called a second time without exc_info")
-            state["status"] = status
-            state["headers"] = headers
-            return write
-
-        def send_headers(first: bytes, total: int | None) -> Any:
-            status = state["status"]
-            if status is None:
-                raise AssertionError("the app returned without calling start_response()")
-            code_s, _, reason = status.partition(" ")
-            code = int(code_s)
-            hdrs = tornado.httputil.HTTPHeaders()
-            for k, v in state["headers"]:
-                hdrs.add(k, v)
-            if total is not None and "Content-Length" not in hdrs and code not in (204, 304) \
-                    and code >= 200:
-                hdrs["Content-Length"] = str(total)
-            state["sent"] = True
-            start_line = tornado.httputil.ResponseStartLine("HTTP/1.1", code, reason)
-            return conn.write_headers(start_line, hdrs, b"" if head else first)
-
-        def pace(fut: Any, n: int) -> None:
-            outstanding[0] += n
-            outstanding[1] = fut
-            if outstanding[0] >= FLUSH_AT:
-                outstanding[0] = 0
-                wait(fut)
-                slice_start[0] = time.monotonic()
-            elif time.monotonic() - slice_start[0] > SLICE:
-                w = Waiter(hub)
-                hub.loop.call_soon(w.switch)
-                w.get(None, "yielding to the loop")
-                slice_start[0] = time.monotonic()
-
-        def write(data: bytes) -> None:
-            if not data:
-                return
-            if not state["sent"]:
-                pace(send_headers(data, None), len(data))
-            elif not head:
-                pace(conn.write(data), len(data))
-
+        resp = _ContainerResponse(request)
         result = None
         try:
-            result = self.wsgi_application(self.environ(request), start_response)
-            if type(result) is list and len(result) <= 1 and not state["sent"]:
+            result = self.wsgi_application(self.environ(request), resp.start_response)
+            if type(result) is list and len(result) <= 1 and not resp.head_out:
                 body = result[0] if result else b""
-                send_headers(body, len(body))
+                resp.send_head(body, len(body))
             else:
                 for chunk in result:
-                    write(chunk)
-                if not state["sent"]:
-                    send_headers(b"", 0)
-            conn.finish()
+                    resp.write(chunk)
+                if not resp.head_out:
+                    resp.send_head(b"", 0)
+            request.connection.finish()
         except StreamClosedError:
             pass  # the client went away
         except Exception as e:
             log.error("error handling %s %s", request.method, request.uri, exc_info=e)
-            if not state["sent"]:
-                state["status"], state["headers"] = "500 Internal Server Error", [
+            if not resp.head_out:
+                resp.status, resp.headers = "500 Internal Server Error", [
                     ("Content-Type", "text/plain"), ("Connection", "close")]
                 try:
-                    send_headers(b"500 Internal Server Error\n", 26)
-                    conn.finish()
+                    resp.send_head(b"500 Internal Server Error\n", 26)
+                    request.connection.finish()
                 except StreamClosedError:
                     pass
             else:
-                _close(conn)
+                _close(request.connection)
         finally:
             close_iterable(result)
-        if state["status"] is not None:
-            self._log(int(state["status"][:3]), request)
+        if resp.status is not None:
+            self._log(int(resp.status[:3]), request)
+
+
+class _ContainerResponse(StartResponse):
+    """One response written to Tornado's connection: the server's
+    ``start_response`` and header checks (``StartResponse``,
+    ``check_header_fields``), and its pacing: wait for Tornado to flush once
+    ``FLUSH_AT`` bytes are outstanding, else yield after ``SLICE``."""
+
+    def __init__(self, request: Any) -> None:
+        self.conn = request.connection
+        self.head_only = request.method == "HEAD"
+        self.hub = get_hub()
+        self.outstanding = 0     # bytes handed to Tornado since the last flush wait
+        self.slice_start = time.monotonic()
+
+    def send_head(self, first: bytes, total: int | None) -> Any:
+        status = self.status
+        if status is None:
+            raise AssertionError("the app returned without calling start_response()")
+        headers = self.headers
+        assert headers is not None   # set with status
+        check_header_fields(status, headers)
+        code_s, _, reason = status.partition(" ")
+        code = int(code_s)
+        hdrs = tornado.httputil.HTTPHeaders()
+        for k, v in headers:
+            hdrs.add(k, v)
+        if total is not None and "Content-Length" not in hdrs and code not in (204, 304) \
+                and code >= 200:
+            hdrs["Content-Length"] = str(total)
+        self.head_out = True
+        start_line = tornado.httputil.ResponseStartLine("HTTP/1.1", code, reason)
+        return self.conn.write_headers(start_line, hdrs, b"" if self.head_only else first)
+
+    def write(self, data: bytes) -> None:
+        if not data:
+            return
+        if self.status is None:
+            raise AssertionError("write() before start_response()")
+        if not self.head_out:
+            self._pace(self.send_head(data, None), len(data))
+        elif not self.head_only:
+            self._pace(self.conn.write(data), len(data))
+
+    def _pace(self, fut: Any, n: int) -> None:
+        self.outstanding += n
+        if self.outstanding >= FLUSH_AT:
+            self.outstanding = 0
+            wait(fut)
+            self.slice_start = time.monotonic()
+        else:
+            self.maybe_yield(self.hub)
 
 
 def _close(conn: Any) -> None:

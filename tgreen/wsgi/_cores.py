@@ -10,7 +10,7 @@ A core that finishes a connection's work takes the next waiting connection
 itself, and parks only when nothing waits. When the waiting line empties the
 server accepts again. ::
 
-    submit(conn) --idle core--> core.switch(conn) --> conn._serve() --> next / park
+    submit(conn) --idle core--> core.switch(conn) --> conn.serve() --> next / park
                  --all busy---> waiting.append(conn); pause reading; stop accepting
 
 That is the backpressure: at most one parsed request per connection waits
@@ -68,7 +68,7 @@ class Cores:
 
     def _wait(self, conn: HttpProtocol) -> None:
         conn.waiting_core = True
-        conn._pause(PAUSE_CORES)
+        conn.pause(PAUSE_CORES)
         if not self.waiting:
             self.server.pause_accepting()
         self.waiting.append(conn)
@@ -82,8 +82,8 @@ class Cores:
                 self.server.resume_accepting()
             if conn.closed:
                 continue
-            conn._unpause(PAUSE_CORES)
-            if conn._queue:
+            conn.unpause(PAUSE_CORES)
+            if conn.queue:
                 return conn
         return None
 
@@ -95,7 +95,7 @@ class Cores:
         try:
             while True:
                 try:
-                    again = conn._serve()
+                    again = conn.serve()
                 except GreenletExit:
                     raise
                 except BaseException as e:

@@ -1,8 +1,10 @@
 """``wsgi.input``: a request body streamed from the connection to the app.
 
 The connection protocol (``_protocol.py``) feeds body bytes as the parser
-produces them (``_feed``), marks the end (``_feed_eof``) or a failure
-(``_fail``); the app reads from its core greenlet. ::
+produces them (``feed``), marks the end (``end``) or a failure (``fail``),
+and wakes a waiting reader (``wake``); the app reads from its core
+greenlet. Those four, ``pause_if_full``, ``buffered``, ``received`` and
+``complete`` are the protocol's whole interface to a body. ::
 
     body = environ["wsgi.input"].read()          # whole body (chunked too)
     for line in environ["wsgi.input"]: ...       # or line by line
@@ -53,13 +55,16 @@ class RequestError(IOError):
 class Input:
     """A file-like, read-only request body (PEP 3333 ``wsgi.input``)."""
 
-    __slots__ = ("_conn", "_buf", "_eof", "_error", "_waiter", "_continue", "_paused",
+    __slots__ = ("_conn", "_buf", "complete", "_error", "_waiter", "_continue", "_paused",
                  "_timeout", "received")
 
-    def __init__(self, conn: Any, expect_continue: bool = False, timeout: float | None = None) -> None:
+    def __init__(self, conn: Any, expect_continue: bool = False, timeout: float | None = None,
+                 complete: bool = False) -> None:
         self._conn = conn
         self._buf = bytearray()
-        self._eof = False
+        #: The whole body has been received (read or not). A plain attribute,
+        #: not a property: the server reads it once per request.
+        self.complete = complete
         self._error: BaseException | None = None
         self._waiter: Waiter | None = None
         self._continue = expect_continue
@@ -69,31 +74,44 @@ class Input:
 
     # -- the protocol's side ---------------------------------------------------------
 
-    def _feed(self, data: bytes) -> None:
+    def feed(self, data: bytes) -> None:
+        """More body bytes arrived."""
         self._buf += data
         self.received += len(data)
 
-    def _feed_eof(self) -> None:
-        self._eof = True
+    def end(self) -> None:
+        """The body is complete."""
+        self.complete = True
 
-    def _fail(self, exc: BaseException) -> None:
-        if not self._eof and self._error is None:
+    def fail(self, exc: BaseException) -> None:
+        """The body can never complete: reads raise ``exc`` (the first failure wins)."""
+        if not self.complete and self._error is None:
             self._error = exc
 
-    def _wake(self) -> None:
-        """Called from the loop once new bytes, the end or an error are in."""
+    def wake(self) -> None:
+        """Resume a reader waiting for bytes, the end or an error. Called
+        from the loop after ``feed_data`` returned (rule 1)."""
         w = self._waiter
         if w is not None:
             self._waiter = None
             w.switch(None)
 
-    @property
-    def complete(self) -> bool:
-        """The whole body has been received (read or not)."""
-        return self._eof
+    def pause_if_full(self) -> bool:
+        """True when the protocol should pause reading for this body now
+        (rule 2): nobody waits and more than ``HIGH_WATER`` bytes are unread.
+        The reader resumes it (``conn.resume_body()``) once it drains."""
+        if self._waiter is None and not self._paused and len(self._buf) > HIGH_WATER:
+            self._paused = True
+            return True
+        return False
+
+    def response_started(self) -> None:
+        """The response began: too late for ``100 Continue`` (rule 3)."""
+        self._continue = False
 
     @property
     def buffered(self) -> int:
+        """Body bytes received and not yet read."""
         return len(self._buf)
 
     # -- waiting -------------------------------------------------------------------------
@@ -104,10 +122,10 @@ class Input:
         conn = self._conn
         if self._continue:
             self._continue = False
-            conn._send_continue()
+            conn.send_continue()
         if self._paused:
             self._paused = False
-            conn._resume_body()
+            conn.resume_body()
         w = self._waiter = Waiter(conn.hub)
         try:
             result = w.get(self._timeout, "reading wsgi.input")
@@ -118,13 +136,13 @@ class Input:
         if result is _TIMEDOUT:
             exc = RequestError(408, "request body timed out")
             self._error = exc
-            conn._body_timed_out()
+            conn.body_timed_out()
             raise exc
 
     def _consumed(self) -> None:
         if self._paused and len(self._buf) < LOW_WATER:
             self._paused = False
-            self._conn._resume_body()
+            self._conn.resume_body()
 
     def _take(self, n: int) -> bytes:
         buf = self._buf
@@ -143,16 +161,16 @@ class Input:
     def read(self, size: int | None = -1) -> bytes:
         """Read ``size`` bytes (fewer only at the end of the body), or all."""
         if size is None or size < 0:
-            while not self._eof:
+            while not self.complete:
                 self._wait()
             return self._take(len(self._buf))
-        while len(self._buf) < size and not self._eof:
+        while len(self._buf) < size and not self.complete:
             self._wait()
         return self._take(size)
 
     def read1(self, size: int = -1) -> bytes:
         """Read what is buffered (waiting only if nothing is), at most ``size``."""
-        while not self._buf and not self._eof:
+        while not self._buf and not self.complete:
             self._wait()
         return self._take(len(self._buf) if size is None or size < 0 else size)
 
@@ -166,7 +184,7 @@ class Input:
             if i >= 0:
                 n = i + 1
                 return self._take(n if limit < 0 else min(n, limit))
-            if 0 <= limit <= len(buf) or self._eof:
+            if 0 <= limit <= len(buf) or self.complete:
                 return self._take(len(buf) if limit < 0 else min(len(buf), limit))
             start = len(buf)
             self._wait()
@@ -199,5 +217,5 @@ class Input:
         """Apps must not close ``wsgi.input``; tolerated and ignored."""
 
     def __repr__(self) -> str:
-        state = "eof" if self._eof else ("error" if self._error else "streaming")
+        state = "eof" if self.complete else ("error" if self._error else "streaming")
         return f"<tgreen.wsgi.Input {state} buffered={len(self._buf)} received={self.received}>"

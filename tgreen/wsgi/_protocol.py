@@ -6,7 +6,7 @@ Everything on the wire side of a connection happens here, in loop callbacks;
 the app side happens in a *core* greenlet (``_cores.py``) running
 ``_response.run_request``. ::
 
-    data_received --feed--> llhttp --callbacks--> Request objects --> self._queue
+    data_received --feed--> llhttp --callbacks--> Request objects --> self.queue
         after feed: wake a core blocked in wsgi.input; hand the queue to a core
     core greenlet: _serve() pops requests in order, runs the app, writes the
         response through write()/wait_drain(); parks when the queue is empty
@@ -46,7 +46,7 @@ from typing import Any
 import httptools
 
 from ._errors import HTTPError, error_response
-from ._input import HIGH_WATER, ClientDisconnected, Input, RequestError
+from ._input import ClientDisconnected, Input, RequestError
 from ._response import run_request
 from ._timeout import stamp
 
@@ -154,13 +154,15 @@ class HttpProtocol(asyncio.Protocol):
         self.deadline = 0.0
         self.deadline_kind = 0
         self._cur: Request | None = None          # being parsed
-        self._queue: collections.deque = collections.deque()  # ready, in order
-        self._serving: Any = None                 # the item a core is on
+        self.queue: collections.deque = collections.deque()  # ready, in order
+        self.serving: Any = None                 # the item a core is on
         self.waiting_core = False                 # in the core pool's waiting line
         self._pauses = 0
         self._header_bytes = 0
         self._to_wake: Input | None = None
-        self._write_paused = False
+        #: The transport's buffer is above its high mark (``pause_writing``):
+        #: the response code waits (``wait_drain``) before writing more.
+        self.write_paused = False
         self._drain_waiter: Any = None
         self.cores = server.cores
         # Limits with "0 = unlimited" resolved to plain numbers (hot path).
@@ -197,13 +199,13 @@ class HttpProtocol(asyncio.Protocol):
         self.parser = None  # type: ignore[assignment]  # no data comes after this
         cur = self._cur
         if cur is not None and cur.input is not None:
-            cur.input._fail(ClientDisconnected("client disconnected"))
-            cur.input._wake()
+            cur.input.fail(ClientDisconnected("client disconnected"))
+            cur.input.wake()
         w = self._drain_waiter
         if w is not None:
             self._drain_waiter = None
             w.switch(False)
-        self._queue.clear()
+        self.queue.clear()
         self.server.connection_lost(self)
 
     def eof_received(self) -> bool | None:
@@ -211,19 +213,19 @@ class HttpProtocol(asyncio.Protocol):
         cur = self._cur
         if cur is not None and cur.input is not None:
             # A body that can never complete.
-            cur.input._fail(ClientDisconnected("client closed while sending the body"))
-            cur.input._wake()
-        if self._serving is not None or self._queue:
+            cur.input.fail(ClientDisconnected("client closed while sending the body"))
+            cur.input.wake()
+        if self.serving is not None or self.queue:
             # A half-closed client may still read the response(s) in progress.
             self.closing = True
             return True
         return None  # the transport closes itself
 
     def pause_writing(self) -> None:
-        self._write_paused = True
+        self.write_paused = True
 
     def resume_writing(self) -> None:
-        self._write_paused = False
+        self.write_paused = False
         w = self._drain_waiter
         if w is not None:
             self._drain_waiter = None
@@ -259,8 +261,8 @@ class HttpProtocol(asyncio.Protocol):
             if cur is not None and not cur.headers_done and not self.closing:
                 # A too-long URL fails in on_url first; past it, this is the head.
                 self._refuse(431 if cur.url else 414)
-        if self._to_wake is None and self._serving is None and not self.waiting_core:
-            q = self._queue
+        if self._to_wake is None and self.serving is None and not self.waiting_core:
+            q = self.queue
             if q and q[0].__class__ is Request:
                 self.cores.submit(self)   # the common case: one new request
                 return
@@ -270,11 +272,11 @@ class HttpProtocol(asyncio.Protocol):
         inp = self._to_wake
         if inp is not None:
             self._to_wake = None
-            inp._wake()      # may run a core until it blocks again
-        q = self._queue
+            inp.wake()       # may run a core until it blocks again
+        q = self.queue
         if not q or self.closed:
             return
-        if self._serving is None and not self.waiting_core:
+        if self.serving is None and not self.waiting_core:
             if q[0].__class__ is _ErrorItem:
                 # Nothing in flight: answer a refused request right here.
                 status = q[0].status
@@ -283,7 +285,7 @@ class HttpProtocol(asyncio.Protocol):
             else:
                 self.cores.submit(self)
         elif not self._pauses & PAUSE_PIPELINE:
-            self._pause(PAUSE_PIPELINE)
+            self.pause(PAUSE_PIPELINE)
 
     def _refuse(self, status: int) -> None:
         """Stop parsing and answer ``status`` in turn (rule 2)."""
@@ -295,10 +297,10 @@ class HttpProtocol(asyncio.Protocol):
             # the response code answers ``status`` if it can.
             inp = cur.input
             assert inp is not None   # a queued request has its input
-            inp._fail(RequestError(status, HTTPStatus(status).phrase))
+            inp.fail(RequestError(status, HTTPStatus(status).phrase))
             self._to_wake = inp
             return
-        self._queue.append(_ErrorItem(status))
+        self.queue.append(_ErrorItem(status))
 
     # -- parser callbacks (rule 1: record only) ---------------------------------
 
@@ -419,17 +421,16 @@ class HttpProtocol(asyncio.Protocol):
         assert r is not None
         inp = r.input
         assert inp is not None
-        inp._feed(body)
+        inp.feed(body)
         limit = self.cfg.limit_request_body
         if limit and inp.received > limit:
             raise HTTPError(413)
         if r.queued:
             self._to_wake = inp
-            if inp._waiter is None and len(inp._buf) > HIGH_WATER and not inp._paused:
-                inp._paused = True
-                self._pause(PAUSE_BODY)
+            if inp.pause_if_full():
+                self.pause(PAUSE_BODY)
         else:
-            if len(inp._buf) >= PREBUFFER:
+            if inp.buffered >= PREBUFFER:
                 self._ready(r)
             elif self.deadline_kind == DL_BODY and self.deadline:
                 self.deadline = time.monotonic() + self.cfg.body_timeout
@@ -440,44 +441,46 @@ class HttpProtocol(asyncio.Protocol):
         self._cur = None
         inp = r.input
         assert inp is not None
-        inp._eof = True
+        inp.end()
         if r.queued:
             self._to_wake = inp
         else:
             r.queued = True
-            self._queue.append(r)
+            self.queue.append(r)
         if not r.keep_alive:
             self.closing = True   # nothing after this request is parsed (rule 2)
         self.deadline = 0.0
 
     def _ready(self, r: Request) -> None:
         r.queued = True
-        self._queue.append(r)
+        self.queue.append(r)
         self.deadline = 0.0
 
     # -- pausing (rule 3) ---------------------------------------------------------------
 
-    def _pause(self, reason: int) -> None:
+    def pause(self, reason: int) -> None:
         if not self._pauses and not self.closed:
             self.transport.pause_reading()
         self._pauses |= reason
 
-    def _unpause(self, reason: int) -> None:
+    def unpause(self, reason: int) -> None:
         if self._pauses & reason:
             self._pauses &= ~reason
             if not self._pauses and not self.closed:
                 self.transport.resume_reading()
 
-    def _resume_body(self) -> None:
-        self._unpause(PAUSE_BODY)
-
     # -- called from the core greenlet ---------------------------------------------------
 
-    def _send_continue(self) -> None:
+    def resume_body(self) -> None:
+        """The app read the body below the low mark (``Input``, rule 2)."""
+        self.unpause(PAUSE_BODY)
+
+    def send_continue(self) -> None:
+        """The app waits for a body announced with ``Expect: 100-continue``."""
         if not self.closed:
             self.transport.write(_CONTINUE)
 
-    def _body_timed_out(self) -> None:
+    def body_timed_out(self) -> None:
         """A streamed body stalled (408 goes out from the response code)."""
         self.closing = True
 
@@ -487,7 +490,7 @@ class HttpProtocol(asyncio.Protocol):
         or does not read for ``write_timeout``."""
         from ..hub import _TIMEDOUT, Waiter
 
-        while self._write_paused and not self.closed:
+        while self.write_paused and not self.closed:
             w = self._drain_waiter = Waiter(self.hub)
             result = w.get(self.cfg.write_timeout or None, "writing a response")
             self._drain_waiter = None
@@ -505,21 +508,21 @@ class HttpProtocol(asyncio.Protocol):
         the app keeps it)."""
         self.taken_over = True
         self.closing = True
-        req = self._serving
+        req = self.serving
         if req is not None:
             req.run_deadline = 0.0
-        self._pause(PAUSE_TAKEOVER)
+        self.pause(PAUSE_TAKEOVER)
 
     def abort(self) -> None:
         if not self.closed:
             self.closing = True
             self.transport.abort()
 
-    def _serve(self) -> bool:
+    def serve(self) -> bool:
         """Serve the ready requests in order (in a core greenlet). Returns
         True if the connection should queue for a core again (it still has
         work, but others are waiting: fairness)."""
-        queue = self._queue
+        queue = self.queue
         server = self.server
         while queue:
             item = queue.popleft()
@@ -527,22 +530,22 @@ class HttpProtocol(asyncio.Protocol):
                 queue.clear()
                 self.send_error(item.status)
                 return False
-            self._serving = item
+            self.serving = item
             if self._req_timeout:
                 stamp(item, self._req_timeout)
             try:
                 keep = run_request(server, self, item)
             finally:
-                self._serving = None
+                self.serving = None
             self.requests += 1
             server.requests += 1
             if server.max_requests and server.requests == server.max_requests:
                 server.max_requests_reached()
             if self.closed:
                 return False
-            if not keep or not item.input._eof:
+            if not keep or not item.input.complete:
                 queue.clear()
-                if item.input._eof and not self.discarded and self._cur is None:
+                if item.input.complete and not self.discarded and self._cur is None:
                     self.close()
                 else:
                     # Part of the body (or more requests) still in flight:
@@ -552,7 +555,7 @@ class HttpProtocol(asyncio.Protocol):
             if queue and self.cores.waiting:
                 return True
         if self._pauses & PAUSE_PIPELINE:
-            self._unpause(PAUSE_PIPELINE)
+            self.unpause(PAUSE_PIPELINE)
         if self.client_eof:
             self.close()   # every request it sent is answered; it sends no more
         elif server.draining:
@@ -609,7 +612,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         if kind == DL_IDLE or kind == DL_LINGER:
             self.transport.abort() if kind == DL_LINGER else self.close()
-        elif self._serving is None and not self._queue:
+        elif self.serving is None and not self.queue:
             # Slow request head, or a body that stalls before any core took
             # the request: answer 408 without ever having held a core.
             cur = self._cur
@@ -630,7 +633,7 @@ class HttpProtocol(asyncio.Protocol):
         ``header_timeout`` to do so."""
         if self.closed:
             return
-        if self._serving is None and not self._queue and self._cur is None and self.requests:
+        if self.serving is None and not self.queue and self._cur is None and self.requests:
             # Closing it right now races with a client sending its next
             # request at this moment: that client would see the connection
             # closed without an answer (a reload under keep-alive load failed
@@ -706,8 +709,7 @@ _METHODS = {m.encode(): m for m in (
     "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "CONNECT", "TRACE")}
 
 #: The wsgi.input of every request without a body: always at its end.
-EMPTY_INPUT = Input(None)
-EMPTY_INPUT._eof = True
+EMPTY_INPUT = Input(None, complete=True)
 
 
 def _check_target(r: Request) -> None:

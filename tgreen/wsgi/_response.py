@@ -45,7 +45,7 @@ from typing import Any
 from greenlet import GreenletExit, getcurrent
 
 from ..bridge import wait
-from ..hub import Waiter
+from ..hub import Hub, Waiter
 from ..timeout import Timeout
 from ._environ import build
 from ._errors import HTTPError, error_response
@@ -54,13 +54,15 @@ from ._takeover import offer, release, taken_over
 from ._timeout import RequestTimeout, timed_out
 from ._transport import SocketTransport
 
-__all__ = ["run_request", "FileWrapper", "SLICE"]
+__all__ = ["run_request", "FileWrapper", "StartResponse", "check_header_fields", "yield_to_loop",
+           "SLICE", "FLUSH_AT"]
 
 log = logging.getLogger("tgreen.wsgi")
 
 #: Longest a core streams before it lets the loop run other work.
 SLICE = 0.002
-#: Pending body bytes that force a write without waiting for a yield.
+#: Pending body bytes that force a write without waiting for a yield (the
+#: server), or unflushed bytes that make the core wait (WSGIContainer).
 FLUSH_AT = 64 * 1024
 
 _NO_BODY_STATUS = frozenset((204, 304))
@@ -68,13 +70,6 @@ _HEADS: dict = {}
 _HEADS_MAX = 512
 _RESPONSE_SPECIAL = {"content-length": 1, "connection": 2, "transfer-encoding": 3,
                      "keep-alive": 3, "date": 4}
-
-
-def _bad_header(status: str, headers: list) -> None:
-    for item in [("status", status), *headers]:
-        name, value = item
-        if "\n" in name or "\r" in name or "\n" in value or "\r" in value:
-            raise ValueError(f"CR/LF in response header {item!r}")
 
 
 class FileWrapper:
@@ -97,35 +92,36 @@ class FileWrapper:
         raise StopIteration
 
 
-class _Response:
-    """start_response/write state and the body writer for one request.
+def check_header_fields(status: str, headers: list) -> None:
+    """Every header name and value is a str without CR or LF (no response
+    splitting). The server runs it only when its one-pass count over the
+    serialized head finds a stray CR/LF (``_build_head``); WSGIContainer
+    runs it on every head."""
+    for item in [("status", status), *headers]:
+        name, value = item
+        if type(name) is not str or type(value) is not str:
+            raise TypeError(f"header {item!r}: name and value must be str")
+        if "\n" in name or "\r" in name or "\n" in value or "\r" in value:
+            raise ValueError(f"CR/LF in response header {item!r}")
 
-    No ``__slots__``: the class attributes are the defaults, so making one
-    per request sets only four attributes."""
+
+def yield_to_loop(hub: Hub) -> None:
+    """Let the loop run the other ready callbacks once, then carry on."""
+    w = Waiter(hub)
+    hub.loop.call_soon(w.switch)
+    w.get(None, "yielding to the loop")
+
+
+class StartResponse:
+    """PEP 3333 ``start_response`` and the pacing rule, shared by the
+    server's responses (``_Response``) and ``WSGIContainer``'s: the same
+    checks of status and headers, the same ``exc_info`` rules, the same
+    fairness (``maybe_yield``). A subclass provides ``write``."""
 
     status: str | None = None
     headers: list | None = None
-    head: bytes | None = None   # serialized once the body starts
     head_out = False            # the head is queued: the status is final
-    sent = False                # bytes reached the transport
-    code = 0
-    length: int | None = None   # Content-Length in force
-    written = 0                 # body bytes accepted so far
-    chunked = False
-    no_body = False
-    pending: list | None = None
-    pending_len = 0
-    flush_handle: Any = None
-    auto_flush = True           # schedule a flush when bytes are queued
     slice_start = 0.0
-
-    def __init__(self, server: Any, conn: Any, req: Any, keep: bool) -> None:
-        self.server = server
-        self.conn = conn
-        self.req = req
-        self.keep = keep
-
-    # -- the app's side -------------------------------------------------------------------
 
     def start_response(self, status: str, headers: list, exc_info: Any = None) -> Callable[[bytes], None]:
         if exc_info is not None:
@@ -143,6 +139,45 @@ class _Response:
         self.status = status
         self.headers = headers
         return self.write
+
+    def write(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def maybe_yield(self, hub: Hub) -> bool:
+        """The fairness rule: after ``SLICE`` seconds of streaming since the
+        last yield (or wait), let the loop run once. True if it yielded."""
+        if time.monotonic() - self.slice_start > SLICE:
+            yield_to_loop(hub)
+            self.slice_start = time.monotonic()
+            return True
+        return False
+
+
+class _Response(StartResponse):
+    """start_response/write state and the body writer for one request.
+
+    No ``__slots__``: the class attributes are the defaults, so making one
+    per request sets only four attributes."""
+
+    head: bytes | None = None   # serialized once the body starts
+    sent = False                # bytes reached the transport
+    code = 0
+    length: int | None = None   # Content-Length in force
+    written = 0                 # body bytes accepted so far
+    chunked = False
+    no_body = False
+    pending: list | None = None
+    pending_len = 0
+    flush_handle: Any = None
+    auto_flush = True           # schedule a flush when bytes are queued
+
+    def __init__(self, server: Any, conn: Any, req: Any, keep: bool) -> None:
+        self.server = server
+        self.conn = conn
+        self.req = req
+        self.keep = keep
+
+    # -- the app's side: start_response (StartResponse), write -----------------------------
 
     def write(self, data: bytes) -> None:
         """The legacy ``write()`` callable returned by start_response."""
@@ -172,7 +207,7 @@ class _Response:
         status = self.status
         if status is None:
             raise AssertionError("the app returned without calling start_response()")
-        if self.keep and (not req.input._eof or self.server.draining):
+        if self.keep and (not req.input.complete or self.server.draining):
             # The body is still on its way (or never came: no 100 Continue was
             # sent): whether it will ever end is unknown, so no reuse. Or the
             # server is stopping: tell the client this is the last response.
@@ -202,7 +237,7 @@ class _Response:
         out = ["HTTP/1.1 ", status, "\r\n"]
         for name, value in self.headers:  # type: ignore[union-attr]  # set with status
             if type(name) is not str or type(value) is not str:
-                raise TypeError(f"header {(name, value)!r}: name and value must be str")
+                check_header_fields(status, self.headers)  # type: ignore[arg-type]  # raises
             act = _RESPONSE_SPECIAL.get(name.lower())
             if act is not None:
                 if act == 1:    # content-length
@@ -247,7 +282,7 @@ class _Response:
         # status, name or value (response splitting) adds to the count.
         n = (mark - 3) // 4 + 1 + len(out) - mark
         if head.count("\n") != n or head.count("\r") != n:
-            _bad_header(status, self.headers)  # type: ignore[arg-type]
+            check_header_fields(status, self.headers)  # type: ignore[arg-type]
         return head.encode("latin-1"), code, length, chunked, no_body, keep, has_date
 
     def _body(self, data: bytes) -> None:
@@ -272,7 +307,7 @@ class _Response:
     def _out(self, data: bytes) -> None:
         if not self.head_out:
             self.head_out = True
-            self.req.input._continue = False  # too late for 100 Continue
+            self.req.input.response_started()  # too late for 100 Continue
             data = self.head + data  # type: ignore[operator]  # _make_head() ran
         pending = self.pending
         if pending is None:
@@ -307,7 +342,7 @@ class _Response:
             h.cancel()
         self._write_pending()
         conn = self.conn
-        if conn._write_paused or conn.closed:
+        if conn.write_paused or conn.closed:
             conn.wait_drain()
             self.slice_start = time.monotonic()
 
@@ -316,15 +351,10 @@ class _Response:
         conn = self.conn
         if conn.closed:
             raise ClientDisconnected("client disconnected")
-        if conn._write_paused:
+        if conn.write_paused:
             self._flush_now()
-        elif time.monotonic() - self.slice_start > SLICE:
-            w = Waiter(conn.hub)
-            self.server.loop.call_soon(w.switch)
-            w.get(None, "yielding to the loop")
-            self.slice_start = time.monotonic()
-            if conn.closed:
-                raise ClientDisconnected("client disconnected")
+        elif self.maybe_yield(conn.hub) and conn.closed:
+            raise ClientDisconnected("client disconnected")
 
     def finish(self) -> None:
         """End the body: terminator, last write. Aborts on short bodies (rule 3)."""
@@ -420,7 +450,7 @@ def run_request(server: Any, conn: Any, req: Any) -> bool:
                      # A client that half-closed still gets an answer to every
                      # request it sent before; the last one ends the connection.
                      req.keep_alive and not server.draining
-                     and not (conn.client_eof and not conn._queue))
+                     and not (conn.client_eof and not conn.queue))
     result: Any = None
     env: Any = None
     getcurrent().gr_context = server.context.copy()
@@ -498,7 +528,7 @@ def _write_sequence(resp: _Response, result: Iterable[bytes]) -> None:
             raise TypeError(f"the app returned {type(chunk).__name__} in its body, not bytes")
         if chunk:
             resp._body(chunk)
-    if resp.conn._write_paused:
+    if resp.conn.write_paused:
         resp._flush_now()
 
 

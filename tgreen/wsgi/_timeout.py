@@ -66,9 +66,9 @@ def expire(server: WSGIServer, now: float) -> None:
     """Throw ``RequestTimeout`` into every request past its deadline (rule 1)."""
     timeout = server.cfg.timeout
     late = [c for c in server.connections
-            if c._serving is not None and 0.0 < c._serving.run_deadline <= now]
+            if c.serving is not None and 0.0 < c.serving.run_deadline <= now]
     for conn in late:
-        req = conn._serving
+        req = conn.serving
         if req is None or not req.run_deadline or req.core is None or req.core.dead:
             continue
         req.run_deadline = now + timeout   # rule 2
@@ -98,7 +98,7 @@ def log_cut(server: WSGIServer, why: str) -> None:
     method, path and age (time since its first byte arrived)."""
     now = time.monotonic()
     for conn in server.connections:
-        req = conn._serving
+        req = conn.serving
         if req is None or conn.closed:
             continue
         log.warning("tgreen: %s: cutting %s %s, running for %.1f s", why, req.method,

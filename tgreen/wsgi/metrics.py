@@ -145,7 +145,7 @@ class MasterMetrics:
         # Imported once here, so no worker pays for it after the fork.
         import prometheus_client.exposition  # noqa: F401
 
-        from ._listen import bind
+        from .listen import bind
 
         self.block = Block(slots)
         self.sockets = [bind(cfg.metrics_bind, cfg.backlog)]

@@ -34,7 +34,7 @@ import greenlet
 from .. import _originals
 from ..event import Event
 from ..hub import get_hub
-from . import _listen, _timeout
+from . import _timeout, listen
 from ._cores import Cores
 from ._environ import base_environ
 from ._protocol import LINGER, HttpProtocol
@@ -57,7 +57,7 @@ class _Listener:
         self.owned = owned
         self.acceptor: Any = None
         self.environ: dict = {}
-        self.name = _listen.describe(sock)
+        self.name = listen.describe(sock)
 
 
 class WSGIServer:
@@ -139,7 +139,7 @@ class WSGIServer:
                 parsed = ("tcp", spec[0], int(spec[1]))   # a (host, port) address
             else:
                 parsed = parse_bind("bind", spec)
-            self.listeners.append(_Listener(_listen.bind(parsed, self.cfg.backlog), owned=True))
+            self.listeners.append(_Listener(listen.bind(parsed, self.cfg.backlog), owned=True))
 
     @property
     def addresses(self) -> list:
@@ -183,7 +183,7 @@ class WSGIServer:
         for lst in self.listeners:
             lst.environ = base_environ(self, lst.sock.getsockname(), scheme)
             factory = _factory(self, lst)
-            lst.acceptor = _listen.make_acceptor(loop, lst.sock, factory, self._accept_error,
+            lst.acceptor = listen.make_acceptor(loop, lst.sock, factory, self._accept_error,
                                                  ssl=ssl_ctx, backlog=cfg.backlog)
             lst.acceptor.resume()
         self._sweep_handle = loop.call_later(self._sweep_interval(), self._sweep)

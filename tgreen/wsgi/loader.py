@@ -25,7 +25,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["AppLoadError", "check_spec", "load_app", "load_error_report"]
+__all__ = ["AppLoadError", "check_spec", "is_file_spec", "load_app", "load_error_report", "split_spec"]
 
 DEFAULT_NAMES = ("application", "app")
 
@@ -34,14 +34,14 @@ class AppLoadError(Exception):
     """The app spec cannot be resolved; the message is one line."""
 
 
-def _split(spec: str) -> tuple[str, str | None]:
+def split_spec(spec: str) -> tuple[str, str | None]:
     target, sep, name = spec.rpartition(":")
     if not sep or not name or "/" in name or name.endswith(".py"):
         return spec, None
     return target, name
 
 
-def _is_file(target: str) -> bool:
+def is_file_spec(target: str) -> bool:
     return target.endswith(".py") or os.sep in target or "/" in target
 
 
@@ -49,12 +49,12 @@ def check_spec(spec: str) -> None:
     """Refuse a malformed spec or a missing file, without importing."""
     if not spec or not spec.strip():
         raise AppLoadError("no app given: tgreen-serve MODULE_OR_FILE[:CALLABLE]")
-    target, name = _split(spec)
+    target, name = split_spec(spec)
     if name is not None:
         attr = name[:-2] if name.endswith("()") else name
         if not all(part.isidentifier() for part in attr.split(".")):
             raise AppLoadError(f"not a callable name: {name!r}")
-    if _is_file(target):
+    if is_file_spec(target):
         if not os.path.isfile(target):
             raise AppLoadError(f"no such file: {target}")
     elif not all(part.isidentifier() for part in target.split(".")):
@@ -62,7 +62,7 @@ def check_spec(spec: str) -> None:
 
 
 def _import(target: str) -> Any:
-    if _is_file(target):
+    if is_file_spec(target):
         path = os.path.abspath(target)
         if not os.path.isfile(path):
             raise AppLoadError(f"no such file: {target}")
@@ -93,7 +93,7 @@ def _import(target: str) -> Any:
 def load_app(spec: str) -> Callable:
     """Import the module and return the WSGI callable (see the module doc)."""
     check_spec(spec)
-    target, name = _split(spec)
+    target, name = split_spec(spec)
     module = _import(target)
     if name is None:
         for candidate in DEFAULT_NAMES:
