@@ -1,13 +1,13 @@
 """``TaskPool`` and ``Timer``: Celery's execution pool contract on tgreen.
 
-What this module owns: running each task Celery hands the pool as a greenlet
-on the hub, at most ``limit`` (``-c N``) at once; delivering its time limits
-and ``revoke(terminate=True)``; and the worker's timer (ETA/countdown tasks,
-heartbeats), whose entries run in greenlets.
+What this module owns: running the tasks Celery hands the pool in greenlets
+on the hub, at most ``limit`` (``-c N``) at once; delivering their time
+limits and ``revoke(terminate=True)``; and the worker's timer (ETA/countdown
+tasks, heartbeats), whose entries run in greenlets.
 
 A job's life::
 
-    on_apply -> pending (the pool is full) -> running: a greenlet
+    on_apply -> pending -> a worker greenlet takes it
         accept_callback(pid)            the Request acks, the task is "active"
         soft limit timer                throws SoftTimeLimitExceeded into the task
         hard limit timer                throws _HardTimeLimit (a BaseException): the task
@@ -15,7 +15,7 @@ A job's life::
         terminate_job(pid)              throws GreenletExit: the task is ended, its
                                         revocation is Celery's business
         the task returns                callback(result), unless it was ended meanwhile
-    -> done: the next pending job starts
+    -> the worker takes the next pending job, or waits idle for one
 
 Rules of this module:
 
@@ -24,23 +24,32 @@ Rules of this module:
    throws, so they never land in Celery's own bookkeeping after the task.
    A task that swallows one (a bare ``except:``) still ends as it was told:
    its result is dropped and the timeout is reported.
-2. Loop callbacks only start greenlets or throw into them (package rule 3):
-   Celery's callbacks talk to the broker and the result backend.
-3. ``on_apply`` never blocks: beyond ``limit`` jobs wait in a queue, bounded
+2. Loop callbacks only start greenlets, wake them or throw into them
+   (package rule 3): Celery's callbacks talk to the broker and the backend.
+3. ``on_apply`` never blocks: jobs beyond ``limit`` wait in a queue, bounded
    by the worker's prefetch (``-c`` x ``worker_prefetch_multiplier``). A job
    still waiting at warm shutdown is dropped unstarted: its message was never
    acknowledged, so the broker delivers it again.
 4. A task that never yields (a CPU loop, a blocking C call) holds the whole
    worker, as with gevent and eventlet: its time limits fire only when it
    yields. Such tasks belong in a prefork worker.
+5. Tasks run in up to ``limit`` long-lived worker greenlets, as the threads
+   pool runs them in threads, not in a new greenlet each (gevent's and
+   eventlet's way). Celery keeps per-thread state, which patching makes
+   per-greenlet: above all the app's result backend, with its Redis client
+   and connection pool. A greenlet per task built a backend and opened a
+   connection for every task; a worker greenlet keeps its own across tasks.
+   ``grow`` adds workers as jobs arrive; ``shrink`` retires idle ones at
+   once and busy ones after their task.
 """
 
 from __future__ import annotations
 
 import sys
 from collections import deque
+from collections.abc import Callable
 from time import monotonic
-from typing import Any, Callable
+from typing import Any
 
 from billiard.einfo import ExceptionInfo
 from celery import signals
@@ -50,8 +59,8 @@ from celery.utils.log import get_logger
 from kombu.asynchronous import timer as _timer
 
 from ..event import Event
-from ..greenlet import Greenlet, GreenletExit, spawn
-from ..hub import get_hub
+from ..greenlet import Greenlet, GreenletExit, getcurrent, spawn
+from ..hub import Waiter, get_hub
 
 __all__ = ["TaskPool", "Timer"]
 
@@ -150,14 +159,14 @@ def _throw(job: Job, exc: BaseException) -> None:
     """Raise ``exc`` in the job's task, from a loop callback (rule 1)."""
     g = job.greenlet
     if job.in_task and g is not None and not g.dead:
-        g.hub._throw(g, exc)
+        get_hub()._throw(g, exc)
 
 
 # -- the pool ----------------------------------------------------------------------------
 
 
 class TaskPool(base.BasePool):
-    """Celery execution pool: tasks run as greenlets on tgreen's hub.
+    """Celery execution pool: tasks run in greenlets on tgreen's hub.
 
     ``celery worker -P custom`` with ``CELERY_CUSTOM_WORKER_POOL=tgreen.celery:TaskPool``,
     or ``python -m tgreen.celery ... worker``.
@@ -179,7 +188,9 @@ class TaskPool(base.BasePool):
         self.limit = max(int(self.limit or 0), 0)
         self._running: dict[int, Job] = {}
         self._pending: deque[Job] = deque()
-        self._idle: Event | None = None
+        self._idle: deque[Waiter] = deque()     # workers waiting for a job
+        self._workers = 0                        # workers alive and not retiring
+        self._drained: Event | None = None
         self._accepting = True
 
     # -- lifecycle (celery.concurrency.base.BasePool) -------------------------------
@@ -194,13 +205,14 @@ class TaskPool(base.BasePool):
         # Rule 3: jobs not started go back to the broker (never acknowledged).
         self._accepting = False
         self._pending.clear()
+        self._retire(len(self._idle))
 
     def on_stop(self) -> None:
         """Warm shutdown: wait for the running tasks (their time limits still apply)."""
         self.on_close()
         while self._running:
-            self._idle = Event()
-            self._idle.wait()
+            self._drained = Event()
+            self._drained.wait()
 
     def on_terminate(self) -> None:
         """Cold shutdown: end the running tasks now."""
@@ -211,7 +223,7 @@ class TaskPool(base.BasePool):
     def restart(self) -> None:
         raise NotImplementedError("tgreen.celery.TaskPool has no processes to restart")
 
-    # -- applying ---------------------------------------------------------------------
+    # -- applying (rule 5) ------------------------------------------------------------
 
     def spawn_n(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Greenlet:
         """Run ``fn`` in a greenlet (Celery's broadcast-command consumer)."""
@@ -225,41 +237,64 @@ class TaskPool(base.BasePool):
         hard = timeout or self.options.get("timeout") or None
         job = Job(target, args, kwargs, callback, accept_callback, error_callback,
                   timeout_callback, soft, hard)
-        if not self._accepting:
-            return job      # shutting down: never started, its message returns to the broker
-        self._pending.append(job)
-        self._fill()
+        if self._accepting:     # else: never started, its message returns to the broker
+            self._pending.append(job)
+            self._dispatch()
         return job
 
-    def _fill(self) -> None:
+    def _dispatch(self) -> None:
+        """Hand pending jobs to idle workers, then start workers up to ``limit``."""
         pending = self._pending
-        while pending and len(self._running) < self.limit:
-            self._launch(pending.popleft())
+        while pending and self._idle:
+            self._idle.popleft().schedule(pending.popleft())
+        while pending and self._workers < self.limit:
+            self._workers += 1
+            g = Greenlet(self._work, pending.popleft())
+            g.report_errors = False
+            g.start()
 
-    def _launch(self, job: Job) -> None:
-        g = Greenlet(self._run, job)
-        g.report_errors = False
-        job.greenlet = g
-        job.pid = id(g)
-        self._running[job.pid] = job
-        g.link(self._finished)
-        g.start()
+    def _work(self, job: Job | None) -> None:
+        """A worker: runs jobs one after another until it is retired."""
+        while job is not None:
+            self._run(job)
+            job = self._next_job()
 
-    def _finished(self, g: Greenlet) -> None:
-        self._running.pop(id(g), None)
-        if self._accepting:
-            self._fill()
-        if not self._running and self._idle is not None:
-            self._idle.set()
+    def _next_job(self) -> Job | None:
+        if self._workers > self.limit or not self._accepting:
+            self._workers -= 1
+            return None
+        if self._pending:
+            return self._pending.popleft()
+        waiter = Waiter()
+        self._idle.append(waiter)
+        try:
+            return waiter.get(what="waiting for a task")
+        except BaseException:
+            if waiter in self._idle:
+                self._idle.remove(waiter)
+                self._workers -= 1
+            raise
+
+    def _retire(self, n: int) -> None:
+        for _ in range(min(n, len(self._idle))):
+            self._workers -= 1
+            self._idle.popleft().schedule(None)
 
     def _run(self, job: Job) -> None:
+        job.pid = id(job)
+        self._running[job.pid] = job
+        job.greenlet = getcurrent()  # type: ignore[assignment]
         try:
             self._execute(job)
         finally:
             for t in job.timers:
                 t.cancel()
             job.timers = []
+            job.greenlet = None
             job.target = job.args = job.kwargs = None  # type: ignore[assignment]
+            del self._running[job.pid]
+            if not self._running and self._drained is not None:
+                self._drained.set()
 
     def _execute(self, job: Job) -> None:
         if job.accept_callback is not None:
@@ -278,13 +313,6 @@ class TaskPool(base.BasePool):
             result = None
         except GreenletExit:
             if not job.stopped:
-                raise
-            return
-        except Exception:
-            job.in_task = False
-            if job.error_callback is not None:
-                job.error_callback(ExceptionInfo())
-            else:
                 raise
             return
         except BaseException as exc:
@@ -324,9 +352,7 @@ class TaskPool(base.BasePool):
 
     def _stop(self, job: Job, exc: BaseException) -> None:
         job.stopped = True
-        g = job.greenlet
-        if g is not None:
-            g.hub.loop.call_soon(_throw, job, exc)
+        get_hub().loop.call_soon(_throw, job, exc)
 
     def terminate_job(self, pid: int, signal: Any = None) -> None:
         """End the task running as ``pid`` (``revoke(terminate=True)``): it
@@ -339,11 +365,12 @@ class TaskPool(base.BasePool):
 
     def grow(self, n: int = 1) -> None:
         self.limit += n
-        self._fill()
+        self._dispatch()
 
     def shrink(self, n: int = 1) -> None:
-        # Tasks already running finish; no new one starts until there is room.
+        # Idle workers leave now; busy ones when their task is done.
         self.limit = max(self.limit - n, 0)
+        self._retire(self._workers - self.limit)
 
     @property
     def num_processes(self) -> int:
