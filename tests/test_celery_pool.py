@@ -291,15 +291,16 @@ def test_heartbeats_and_control_commands_go_on_while_200_tasks_run(shared):
         with client.connection_for_read() as conn:
             recv = client.events.Receiver(conn, handlers={
                 "worker-heartbeat": lambda e: beats.append(time.time()) if e["hostname"] == worker.name else None})
-            with contextlib.suppress(TimeoutError):     # how the capture ends
-                recv.capture(limit=None, timeout=3.5, wakeup=False)
+            with contextlib.suppress(TimeoutError):     # no event for 5 s
+                recv.capture(limit=2, timeout=5, wakeup=False)
 
     t = threading.Thread(target=capture)
     t.start()
     t0 = time.monotonic()
     assert client.control.ping(destination=[worker.name], timeout=2)
     assert time.monotonic() - t0 < 2
-    t.join(10)
+    t.join(15)
+    assert not t.is_alive()
     assert beats, "no worker-heartbeat event while the tasks ran"
     for r in results:
         r.get(timeout=30)
@@ -325,16 +326,25 @@ def test_autoscale_grows_the_pool_under_load_and_shrinks_it_when_idle(tmp_path, 
         client.close()
 
 
-def test_sigterm_lets_the_running_tasks_finish_then_the_worker_exits(tmp_path, db_url):
+def test_sigterm_lets_running_tasks_finish_and_returns_the_waiting_ones_to_the_broker(tmp_path, db_url):
     client = _client(db_url)
-    worker = Worker(tmp_path, db_url, "term", "-c", "10", via="custom").start(client)
+    worker = Worker(tmp_path, db_url, "term", "-c", "3", via="custom").start(client)
     try:
-        results = [client.send_task("capp.nap", (2,)) for _ in range(5)]
-        for r in results:
-            _wait_state(r, "STARTED")
+        results = [client.send_task("capp.nap", (2,)) for _ in range(6)]
+        deadline = time.monotonic() + 20
+        while sum(r.state == "STARTED" for r in results) < 3:
+            assert time.monotonic() < deadline, [r.state for r in results]
+            time.sleep(0.05)
         worker.proc.send_signal(signal.SIGTERM)
         assert worker.proc.wait(20) == 0
-        assert all(r.state == "SUCCESS" for r in results), [r.state for r in results]
+        states = [r.state for r in results]
+        assert states.count("SUCCESS") == 3 and states.count("PENDING") == 3, states
+        # Nothing is lost: the next worker runs the three that had not started.
+        later = Worker(tmp_path, db_url, "next", "-c", "3").start(client)
+        try:
+            assert all(len(r.get(timeout=30)) == 3 for r in results)
+        finally:
+            later.stop()
     finally:
         worker.stop()
         client.close()
@@ -348,3 +358,13 @@ def test_python_m_tgreen_celery_refuses_another_pool_in_one_line():
                          capture_output=True, text=True, timeout=30, cwd=ROOT, check=False)
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1 and "-P" in out.stderr, out.stderr
+
+
+def test_a_pool_named_only_in_the_configuration_refuses_to_start_saying_how(tmp_path, db_url):
+    (tmp_path / "capp.py").write_text(TASKS + "\napp.conf.worker_pool = 'custom'\n")
+    env = dict(os.environ, CAPP_URL=db_url, CELERY_CUSTOM_WORKER_POOL="tgreen.celery:TaskPool",
+               PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT)]))
+    out = subprocess.run([sys.executable, "-m", "celery", "-A", "capp", "worker", "--without-mingle"],
+                         capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env, check=False)
+    assert out.returncode != 0
+    assert "python -m tgreen.celery -A APP worker" in out.stdout + out.stderr

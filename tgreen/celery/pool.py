@@ -27,9 +27,10 @@ Rules of this module:
 2. Loop callbacks only start greenlets, wake them or throw into them
    (package rule 3): Celery's callbacks talk to the broker and the backend.
 3. ``on_apply`` never blocks: jobs beyond ``limit`` wait in a queue, bounded
-   by the worker's prefetch (``-c`` x ``worker_prefetch_multiplier``). A job
-   still waiting at warm shutdown is dropped unstarted: its message was never
-   acknowledged, so the broker delivers it again.
+   by the worker's prefetch (``-c`` x ``worker_prefetch_multiplier``). From
+   the shutdown signal on (``worker_shutting_down``), no job starts: one
+   still waiting is dropped unstarted; its message was never acknowledged,
+   so the broker delivers it again.
 4. A task that never yields (a CPU loop, a blocking C call) holds the whole
    worker, as with gevent and eventlet: its time limits fire only when it
    yields. Such tasks belong in a prefork worker.
@@ -46,6 +47,7 @@ Rules of this module:
 from __future__ import annotations
 
 import sys
+import weakref
 from collections import deque
 from collections.abc import Callable
 from time import monotonic
@@ -185,6 +187,7 @@ class TaskPool(base.BasePool):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         _check_patched_in_time()
         super().__init__(*args, **kwargs)
+        _pools.add(self)
         self.limit = max(int(self.limit or 0), 0)
         self._running: dict[int, Job] = {}
         self._pending: deque[Job] = deque()
@@ -426,4 +429,12 @@ def _use_synloop(sender: Any = None, instance: Any = None, **_: Any) -> None:
     instance.should_use_eventloop = should_use_eventloop
 
 
+def _shutting_down(**_: Any) -> None:
+    """Rule 3: from the shutdown signal on, no waiting job starts."""
+    for pool in list(_pools):
+        pool.on_close()
+
+
+_pools: weakref.WeakSet[TaskPool] = weakref.WeakSet()
 signals.celeryd_init.connect(_use_synloop, weak=False, dispatch_uid="tgreen.celery.synloop")
+signals.worker_shutting_down.connect(_shutting_down, weak=False, dispatch_uid="tgreen.celery.shutdown")
