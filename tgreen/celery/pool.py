@@ -113,7 +113,7 @@ class Timer(_timer.Timer):
         return len(self._scheduled)
 
     @property
-    def queue(self) -> list:  # type: ignore[override]
+    def queue(self) -> list:
         """The entries still to fire, soonest first (``celery inspect scheduled``)."""
         return sorted(s for s in self._scheduled.values() if not s.entry.canceled)
 
@@ -188,7 +188,7 @@ class TaskPool(base.BasePool):
         _check_patched_in_time()
         super().__init__(*args, **kwargs)
         _pools.add(self)
-        self.limit = max(int(self.limit or 0), 0)
+        self.limit: int = max(int(self.limit or 0), 0)
         self._running: dict[int, Job] = {}
         self._pending: deque[Job] = deque()
         self._idle: deque[Waiter] = deque()     # workers waiting for a job
