@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -463,3 +464,16 @@ def test_the_chat_example_relays_a_message_to_everyone_in_the_room():
                 assert a.recv(timeout=5).endswith(": hello room")
                 assert b.recv(timeout=5).endswith(": hello room")
             assert a.recv(timeout=5).endswith(" left")
+
+
+def test_a_server_stop_past_the_graceful_timeout_closes_open_websockets_with_1001(apps):
+    srv = Serve(f"{apps}:native", "--graceful-timeout", "1")
+    with srv:
+        with websockets_sync.connect(_ws(srv, "/echo")) as ws:
+            ws.send("hi")
+            assert ws.recv(timeout=5) == "hi"
+            srv.proc.send_signal(signal.SIGTERM)
+            with pytest.raises(ClientClosed) as info:
+                ws.recv(timeout=20)
+        assert info.value.rcvd.code == 1001
+        assert srv.proc.wait(20) == 0
