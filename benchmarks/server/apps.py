@@ -8,7 +8,9 @@
 
 How to sleep without blocking the server is the only thing that differs between
 servers; ``bench.py`` picks it with ``BENCH_GREEN`` (tgreen, gevent, uwsgi,
-thread). Nothing is imported at module level except the stdlib, so the same file
+thread). ``thread`` (and no BENCH_GREEN) is ``time.sleep``: right for the
+thread-pool servers (granian's blocking threads, uWSGI --threads, tornado with
+an executor), and the call that blocks the one-loop servers (bjoern, meinheld). Nothing is imported at module level except the stdlib, so the same file
 loads under uWSGI's separate venv.
 """
 
@@ -49,7 +51,7 @@ def _make_sleep():
             me.parent.switch()
 
         return sleep
-    return time.sleep   # thread pools (tornado's WSGIContainer with an executor)
+    return time.sleep   # thread pools; blocks bjoern's and meinheld's single loop
 
 
 _sleep = _make_sleep() if _GREEN else time.sleep

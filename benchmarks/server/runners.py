@@ -4,10 +4,14 @@
     python runners.py gevent-nodelay APP PORT N      # same, TCP_NODELAY on every accepted socket
     python runners.py tornado        APP PORT N      # tornado.wsgi.WSGIContainer on an HTTPServer
                                                      #   (N > 0: run the app in a ThreadPoolExecutor(N))
-    python runners.py raw            -   PORT LOOP   # asyncio Protocol + httptools, fixed response,
+    python runners.py raw            APP PORT LOOP   # asyncio Protocol + httptools, fixed response,
                                                      #   LOOP = asyncio | uvloop; no WSGI at all
+                                                     #   (APP sleep: the response after call_later(10 ms))
+    python runners.py bjoern         APP PORT -      # bjoern.listen + bjoern.run (one C libev loop)
+    python runners.py meinheld       APP PORT KA     # meinheld.server, keep-alive timeout KA seconds
 
 APP is a callable name in apps.py. Each prints nothing and serves until SIGINT.
+bjoern and meinheld run from the peers venv (benchmarks/peers/install.sh).
 """
 
 import os
@@ -63,13 +67,42 @@ def run_tornado(app, port, n):
         pass
 
 
+def run_bjoern(app, port):
+    import bjoern
+
+    bjoern.listen(app, "127.0.0.1", port)
+    try:
+        bjoern.run()
+    except KeyboardInterrupt:
+        pass
+
+
+def run_meinheld(app, port, keepalive):
+    from meinheld import server
+
+    server.listen(("127.0.0.1", port))
+    server.set_backlog(2048)
+    # meinheld closes every connection after its response unless keep-alive
+    # is switched on; every other server here keeps connections by default.
+    server.set_keepalive(keepalive)
+    try:
+        server.run(app)
+    except KeyboardInterrupt:
+        pass
+
+
 RESPONSE = (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\n"
             b"Hello, World!")
 RESPONSE_CLOSE = (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n"
                   b"Connection: close\r\n\r\nHello, World!")
 
 
-def run_raw(port, loop_name):
+SLEPT = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nslept"
+SLEPT_CLOSE = (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n"
+               b"Connection: close\r\n\r\nslept")
+
+
+def run_raw(port, loop_name, app="hello"):
     import asyncio
 
     import httptools
@@ -91,11 +124,23 @@ def run_raw(port, loop_name):
                 self.transport.close()
 
         def on_message_complete(self):
-            if self.parser.should_keep_alive():
-                self.transport.write(RESPONSE)
+            if sleeping:
+                # the bare-asyncio form of the 10 ms sleep app: one timer
+                asyncio.get_running_loop().call_later(0.010, self.respond, self.parser.should_keep_alive())
             else:
-                self.transport.write(RESPONSE_CLOSE)
+                self.respond(self.parser.should_keep_alive())
+
+        def respond(self, keep_alive):
+            if self.transport.is_closing():
+                return
+            if keep_alive:
+                self.transport.write(ok)
+            else:
+                self.transport.write(ok_close)
                 self.transport.close()
+
+    sleeping = app == "sleep"
+    ok, ok_close = (SLEPT, SLEPT_CLOSE) if sleeping else (RESPONSE, RESPONSE_CLOSE)
 
     async def main():
         loop = asyncio.get_running_loop()
@@ -118,7 +163,11 @@ def main(argv):
     elif kind == "tornado":
         run_tornado(_app(app), port, int(n))
     elif kind == "raw":
-        run_raw(port, n)
+        run_raw(port, n, app)
+    elif kind == "bjoern":
+        run_bjoern(_app(app), port)
+    elif kind == "meinheld":
+        run_meinheld(_app(app), port, int(n))
     else:
         raise SystemExit(f"unknown server {kind!r}")
 

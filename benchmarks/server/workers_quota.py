@@ -5,7 +5,9 @@ take the CPU the second worker needs? Each worker gets a CPU budget of its own
 
     sudo .venv/bin/python benchmarks/server/workers_quota.py [--quota 0.5] [--reps 3]
 
-Needs a writable /sys/fs/cgroup/cpu (root, cgroup v1). This emulates "a
+Needs a writable /sys/fs/cgroup/cpu (root, cgroup v1). ``bench.py``'s
+``workers_quota`` scenario calls ``run()`` in its interleaved rounds and puts
+the ratio beside the on-box ``workers`` figure. This emulates "a
 machine whose server cores are separate from the load generator's"; it is
 not the 2-core on-box number of ``bench.py``'s ``workers`` scenario (see
 RESULTS.md), which the machine itself bounds.
@@ -99,7 +101,7 @@ def main() -> None:
             res[w].append(rps)
             print(f"rep {rep + 1} workers={w} quota={args.quota} core each: {rps:,.0f} req/s", file=sys.stderr)
     m1, m2 = statistics.median(res[1]), statistics.median(res[2])
-    print(f"| workers | CPU budget | req/s (median) | runs |\n| --- | --- | ---: | --- |")
+    print("| workers | CPU budget | req/s (median) | runs |\n| --- | --- | ---: | --- |")
     for w, m in ((1, m1), (2, m2)):
         print(f"| {w} | {w} x {args.quota:g} core | {m:,.0f} | {' / '.join(f'{x:,.0f}' for x in res[w])} |")
     print(f"\nw2 / w1 = {m2 / m1:.2f}x")
