@@ -10,8 +10,9 @@ How to sleep without blocking the server is the only thing that differs between
 servers; ``bench.py`` picks it with ``BENCH_GREEN`` (tgreen, gevent, uwsgi,
 thread). ``thread`` (and no BENCH_GREEN) is ``time.sleep``: right for the
 thread-pool servers (granian's blocking threads, uWSGI --threads, tornado with
-an executor), and the call that blocks the one-loop servers (bjoern, meinheld). Nothing is imported at module level except the stdlib, so the same file
-loads under uWSGI's separate venv.
+an executor), and the call that blocks the one-loop servers (bjoern, meinheld).
+Nothing is imported at module level except the stdlib, so the same file loads
+in the peers' venv (bjoern, meinheld, granian, uWSGI).
 """
 
 import os

@@ -78,8 +78,8 @@ MODELS = {
     "granian": "Rust (hyper/tokio) I/O, WSGI app in `--blocking-threads N` Python threads "
                "(N = connections); `time.sleep` blocks one thread",
     "meinheld": "one C loop (picoev) with a greenlet per request, keep-alive on "
-                "(`set_keepalive(10)`); the app's `time.sleep` blocks the loop "
-                "(built from 1.0.2 patched for greenlet 3)",
+                "(`set_keepalive(10)`); the app's `time.sleep` blocks the loop (its own green "
+                "`meinheld.server.sleep` takes whole seconds only; built from 1.0.2 patched for greenlet 3)",
     "uwsgi-threads": "uWSGI `--http11-socket` (keep-alive), 1 process, `--threads min(N, 100)` "
                      "(a thread holds one connection; 1000 threads collapsed on the GIL); "
                      "`time.sleep` blocks one thread",
@@ -176,7 +176,8 @@ def server_cmd(server: str, app: str, port: int, n: int, long_keepalive: bool) -
         # a thread serves one connection at a time. Threads = connections up to
         # 100: with 1000 threads the sleep app collapsed on the GIL (843 req/s
         # against 4,533 with 100 threads, wrk -c1000, same box, load ~10).
-        cmd = [UWSGI, "--http11-socket", bind, "--processes", "1", "--threads", str(min(n, UWSGI_MAX_THREADS)),
+        threads = min(n, UWSGI_MAX_THREADS)
+        cmd = [UWSGI, "--http11-socket", bind, "--processes", "1", "--threads", str(threads),
                "--wsgi-file", f"{HERE}/apps.py", "--callable", app, "--disable-logging",
                "--virtualenv", UWSGI_VENV, "--listen", "2048"]
         return cmd + (["--socket-timeout", "3600"] if long_keepalive else []), env
@@ -289,8 +290,10 @@ class Server:
             return
         if self.proc.poll() is None:
             try:
-                os.killpg(self.proc.pid, signal.SIGINT)   # uWSGI reloads on TERM; INT stops all
-                self.proc.wait(2)
+                # uWSGI reloads on TERM; INT stops all. The measurement is
+                # over, so a graceful drain is not waited for long.
+                os.killpg(self.proc.pid, signal.SIGINT)
+                self.proc.wait(0.5)
             except subprocess.TimeoutExpired:
                 pass
             except ProcessLookupError:
@@ -538,7 +541,8 @@ def main(argv=None):
     ap.add_argument("--json", help="write raw per-run results here")
     ap.add_argument("--from-json", help="render (and with --write, write) a saved --json run; runs nothing")
     ap.add_argument("--write", action="store_true",
-                    help=f"replace the generated part of benchmarks/RESULTS.md and draw {os.path.relpath(CHART, ROOT)}")
+                    help="replace the generated part of benchmarks/RESULTS.md and draw "
+                    f"{os.path.relpath(CHART, ROOT)}")
     ap.add_argument("--chart", default=None, help="draw the chart here (default with --write: "
                     f"{os.path.relpath(CHART, ROOT)})")
     args = ap.parse_args(argv)
@@ -563,8 +567,8 @@ def main(argv=None):
     only = {s for s in args.servers.split(",") if s}
     skip = {s for s in args.skip.split(",") if s}
     if not os.path.exists(PEERS_PY):
-        print(f"note: {PEERS_VENV} missing: bash benchmarks/peers/install.sh (those peers' cells will say why "
-              "they failed)", file=sys.stderr)
+        print(f"note: {PEERS_VENV} missing: bash benchmarks/peers/install.sh (those peers' cells "
+              "will say why they failed)", file=sys.stderr)
 
     logdir = os.path.join("/tmp", f"tgreen-server-bench-{os.getpid()}")
     os.makedirs(logdir, exist_ok=True)
@@ -722,7 +726,8 @@ def render(meta, runs, scens, chart=None) -> str:
         servers = [s for s in TGREEN + OPTIONAL + PEERS + REFS if any(s in runs[sc] for sc in main)]
         summ = {sc: {s: summarize(c) for s, c in runs[sc].items()} for sc in main}
         if chart:
-            L.append(f"![tgreen against every peer per scenario]({os.path.relpath(chart, os.path.join(ROOT, 'benchmarks'))})")
+            rel = os.path.relpath(chart, os.path.join(ROOT, "benchmarks"))
+            L.append(f"![tgreen against every peer per scenario]({rel})")
             L.append("")
         for title, what in (("Requests per second (median)", "rps"),
                             ("Server CPU per request, µs (utime + stime of the server's process tree "
@@ -828,7 +833,8 @@ def targets(runs) -> list[str]:
         r_best = t / peers[best] if best else float("nan")
         row(sc, "≥ 0.9x bjoern, ≥ 2x every other peer", f"{fmt_rps(t)} req/s, "
             f"{fmt(get(summ[sc], 'tgreen', 'cpu_us'), '.1f')} µs CPU/req",
-            f"bjoern {fmt_rps(bj)} ({fmt(r_bj, '.2f')}x, {fmt(get(summ[sc], 'bjoern', 'cpu_us'), '.1f')} µs); "
+            f"bjoern {fmt_rps(bj)} ({fmt(r_bj, '.2f')}x, "
+            f"{fmt(get(summ[sc], 'bjoern', 'cpu_us'), '.1f')} µs); "
             f"next best {best} {fmt_rps(peers[best]) if best else '—'} ({fmt(r_best, '.2f')}x)",
             r_bj >= 0.9 and r_best >= 2.0)
     sc = "hello_close"
@@ -871,8 +877,8 @@ def targets(runs) -> list[str]:
             rq >= 1.8)
     if "memory" in summ and "tgreen" in summ["memory"]:
         b = get(summ["memory"], "tgreen", "bytes_per_conn")
-        row("memory", "≤ 4.4 KB per idle keep-alive connection", f"{fmt(b, ',.0f')} B", "4,426 B (2026-11-25)",
-            b <= 4500)
+        row("memory", "≤ 4.4 KB per idle keep-alive connection", f"{fmt(b, ',.0f')} B",
+            "4,426 B (2026-11-25)", b <= 4500)
     return out
 
 
@@ -896,7 +902,7 @@ def draw_chart(meta, runs, path):
     if not main:
         return
     fig, axes = plt.subplots(len(main), 1, figsize=(10, 2.2 + 2.35 * len(main)), squeeze=False)
-    for ax, sc in zip(axes[:, 0], main):
+    for ax, sc in zip(axes[:, 0], main, strict=True):
         summ = {s: summarize(c) for s, c in runs[sc].items()}
         servers = [s for s in TGREEN + OPTIONAL + PEERS + REFS if s in summ]
         vals = [get(summ, s, "rps") for s in servers]
@@ -905,10 +911,10 @@ def draw_chart(meta, runs, path):
                   "#1f77b4" if s in FAST_PEERS else "#7f9fbf" for s in servers]
         y = list(range(len(servers)))[::-1]
         bars = ax.barh(y, [x if x == x else 0 for x in vals], color=colors, height=0.7)
-        for bar, s in zip(bars, servers):
+        for bar, s in zip(bars, servers, strict=True):
             if s in REFS:
                 bar.set_hatch("//")
-        for yi, s, x in zip(y, servers, vals):
+        for yi, s, x in zip(y, servers, vals, strict=True):
             if x != x:
                 label = "failed: " + (summ[s].get("failed") or ["?"])[0][:60]
             elif x == 0:
@@ -926,7 +932,9 @@ def draw_chart(meta, runs, path):
         ax.tick_params(axis="x", labelsize=7)
         ax.set_xlabel("requests / s (median)", fontsize=7)
         ax.grid(axis="x", alpha=0.3)
-    sub = (f"{meta['date']}, {meta['cpus']} cores, wrk on the same box, 1 worker process each, "
+    shared = max(float(meta["load_start"].split()[0]), float(meta["load_end"].split()[0])) > 1.5
+    sub = (("PROVISIONAL (machine shared with other jobs): " if shared else "") +
+           f"{meta['date']}, {meta['cpus']} cores, wrk on the same box, 1 worker process each, "
            f"{meta['reps']} rounds x {meta['duration']:g} s; load average {meta['load_start']} → "
            f"{meta['load_end']}")
     fig.suptitle("tgreen-serve against WSGI servers, req/s per scenario (red: tgreen; dark blue: C/Rust "
