@@ -202,19 +202,16 @@ def test_400_half_second_tasks_on_200_greenlets_take_about_a_second_not_200(shar
     client.control.cancel_consumer("burst", destination=[worker.name], reply=True, timeout=5)
 
 
-def test_two_workers_consuming_one_broker_share_the_work(tmp_path, db_url):
-    client = _client(db_url)
-    a = Worker(tmp_path, db_url, "a", "-c", "50").start(client)
-    b = Worker(tmp_path, db_url, "b", "-c", "50", via="custom").start(client)
+def test_two_workers_consuming_one_broker_share_the_work(shared):
+    worker, client, url = shared
+    other = Worker(worker.cwd, url, "other", "-c", "50", via="custom").start(client)
     try:
         results = [client.send_task("capp.nap", (0.3,)) for _ in range(100)]
         pids = [r.get(timeout=60)[2] for r in results]
         by_worker = {pid: pids.count(pid) for pid in set(pids)}
-        assert set(by_worker) == {a.proc.pid, b.proc.pid}, by_worker
+        assert set(by_worker) == {worker.proc.pid, other.proc.pid}, by_worker
     finally:
-        a.stop()
-        b.stop()
-        client.close()
+        other.stop()
 
 
 # -- time limits and revocation --------------------------------------------------------
@@ -283,7 +280,7 @@ def test_countdown_and_eta_tasks_run_at_their_time_while_other_tasks_run(shared)
 
 def test_heartbeats_and_control_commands_go_on_while_200_tasks_run(shared):
     worker, client, _ = shared
-    results = [client.send_task("capp.nap", (4,)) for _ in range(200)]
+    results = [client.send_task("capp.nap", (6,)) for _ in range(200)]
     _wait_state(results[-1], "STARTED")
     beats: list[float] = []
 
@@ -291,8 +288,8 @@ def test_heartbeats_and_control_commands_go_on_while_200_tasks_run(shared):
         with client.connection_for_read() as conn:
             recv = client.events.Receiver(conn, handlers={
                 "worker-heartbeat": lambda e: beats.append(time.time()) if e["hostname"] == worker.name else None})
-            with contextlib.suppress(TimeoutError):     # no event for 5 s
-                recv.capture(limit=2, timeout=5, wakeup=False)
+            with contextlib.suppress(TimeoutError):     # no event for 6 s
+                recv.capture(limit=2, timeout=6, wakeup=False)
 
     t = threading.Thread(target=capture)
     t.start()
