@@ -258,9 +258,13 @@ class TaskPool(base.BasePool):
 
     def _work(self, job: Job | None) -> None:
         """A worker: runs jobs one after another until it is retired."""
-        while job is not None:
-            self._run(job)
-            job = self._next_job()
+        try:
+            while job is not None:
+                self._run(job)
+                job = self._next_job()
+        except BaseException:
+            self._workers -= 1      # ended otherwise than by retiring (KeyboardInterrupt, a kill)
+            raise
 
     def _next_job(self) -> Job | None:
         if self._workers > self.limit or not self._accepting:
@@ -271,12 +275,12 @@ class TaskPool(base.BasePool):
         waiter = Waiter()
         self._idle.append(waiter)
         try:
-            return waiter.get(what="waiting for a task")
+            job: Job | None = waiter.get(what="waiting for a task")
         except BaseException:
             if waiter in self._idle:
                 self._idle.remove(waiter)
-                self._workers -= 1
             raise
+        return job
 
     def _retire(self, n: int) -> None:
         for _ in range(min(n, len(self._idle))):
@@ -289,6 +293,10 @@ class TaskPool(base.BasePool):
         job.greenlet = getcurrent()  # type: ignore[assignment]
         try:
             self._execute(job)
+        except Exception:
+            # Celery's own callbacks failed (an ack on a lost connection):
+            # logged, and this worker takes the next job.
+            logger.exception("tgreen.celery: job %r failed outside its task", job)
         finally:
             for t in job.timers:
                 t.cancel()
