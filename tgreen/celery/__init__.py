@@ -12,10 +12,11 @@ Theory of operation
 
     main greenlet: Celery's worker (synloop): drain the broker connection
         (a green wait: it runs the hub's loop while nothing arrives)
-        -> a message -> Request -> TaskPool.on_apply -> a job
-    the hub's loop: starts each job's greenlet, fires its time limits,
-        fires the Timer's entries (ETA/countdown, heartbeats) in greenlets of their own
-    a job's greenlet: accept (ack) -> the task (trace) -> result callback
+        -> a message -> Request -> TaskPool.on_apply -> a job, queued
+    up to -c worker greenlets: take a job -> accept (ack) -> the task (trace)
+        -> result callback -> the next job
+    the hub's loop: wakes the greenlets, throws time limits into tasks, and
+        starts the Timer's entries (ETA/countdown, heartbeats) in greenlets of their own
 
 Why patching comes first. Celery, kombu and redis-py look the blocking stdlib
 up when they are imported (kombu's poller keeps ``select.epoll`` from import
@@ -23,8 +24,10 @@ time; modules do ``from time import sleep``). Patched later, those copies
 stay blocking: the worker's one thread then blocks in the broker wait and no
 task greenlet runs until a message arrives. Celery patches early only for its
 own gevent/eventlet pools (it reads ``-P`` from ``sys.argv`` before importing
-anything); it does import the pool named by ``-P custom`` just as early, so
-this package patches on import. ``python -m tgreen.celery`` patches before it
+anything). It imports the pool named by ``-P custom`` almost as early, with
+only ``celery.concurrency``, ``kombu.utils`` and py-amqp loaded, so this
+package patches on import and refreshes the few names those copied
+(``_REFRESH``). ``python -m tgreen.celery`` patches before it
 imports Celery at all, so it also covers ``worker_pool`` set in the app's
 configuration, which is read only after the app is imported (too late: the
 pool refuses to start, with a message saying how to start the worker).
@@ -37,9 +40,10 @@ Rules of this package:
    environment.
 2. The worker runs Celery's synchronous loop (``synloop``), as for Celery's
    own green pools: its broker waits are green and the pool's ``Timer`` runs
-   entries in greenlets. Celery would pick its asyncio-less event loop
-   (``asynloop``) for Redis or AMQP, since it only recognises gevent and
-   eventlet as green environments (``pool.py`` says how it is told).
+   entries in greenlets. Celery would otherwise run kombu's own event loop
+   (``asynloop`` on ``kombu.asynchronous.Hub``) for Redis or AMQP, since it
+   recognises only gevent and eventlet as green environments (``pool.py``'s
+   ``_use_synloop`` tells it, through the ``celeryd_init`` signal).
 3. Everything that can block runs in a greenlet, never in a loop callback:
    the loop callbacks here only start greenlets or throw into them.
 """
