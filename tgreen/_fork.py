@@ -12,6 +12,7 @@ fresh hub on a fresh loop. The hub registers this with ``os.register_at_fork``.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 _abandoned: list = []
 
@@ -22,7 +23,7 @@ def abandon_parent_loop() -> None:
     docstring). The child's next green call then builds a fresh hub."""
     try:
         policy = asyncio.get_event_loop_policy()
-        local = getattr(policy, "_local", None)
+        local: Any = getattr(policy, "_local", None)   # asyncio's private per-thread state
         loop = getattr(local, "_loop", None)
     except Exception:  # noqa: BLE001 - never break a fork over this
         return
@@ -42,7 +43,7 @@ def abandon_parent_loop() -> None:
     # close this process's copies of its fds with plain close(2)s, which do
     # not unregister anything from the shared epoll.
     loop._closed = True  # type: ignore[attr-defined]
-    sel = loop._selector
+    sel: Any = loop._selector  # type: ignore[attr-defined]  # checked above
     while hasattr(sel, "_sel"):  # tgreen's selector wrappers
         sel = sel._sel
     ep = getattr(sel, "_selector", None)

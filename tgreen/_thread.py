@@ -336,13 +336,12 @@ class LockType:
                     raise
             self._os_owner = _c_get_ident()
             return True
+        wait: float | None = None   # forever
         if timeout != -1 or not blocking:
-            timeout = _check_timeout(blocking, timeout)
-            if not blocking or timeout == 0:
+            wait = _check_timeout(blocking, timeout)
+            if not blocking or wait == 0:
                 return False
-        else:
-            timeout = None
-        return self._acquire_contended(timeout)
+        return self._acquire_contended(wait)
 
     def _acquire_contended(self, timeout: float | None) -> bool:
         me = _c_get_ident()
@@ -559,7 +558,7 @@ class _ThreadGreenletMixin:
 
     _tgreen_thread = True
 
-    def run(self) -> None:  # type: ignore[override]
+    def run(self) -> None:
         global _green_count
         fn = self._run  # type: ignore[attr-defined]
         exc: BaseException | None = None
@@ -635,7 +634,7 @@ def _report_unraisable(exc: BaseException, fn: Any) -> None:
         object = obj
 
     try:
-        hook(UnraisableHookArgs)
+        hook(UnraisableHookArgs)  # type: ignore[arg-type]  # duck-typed, as CPython's struct
     except Exception:  # noqa: BLE001
         pass
 
@@ -695,10 +694,10 @@ def _run_real_thread(function: Callable[..., Any], args: tuple, kwargs: dict,
     """``start_new_thread`` in a real thread: the same end-of-thread duties as
     a green thread (sentinels, locals, handle), since those objects are green."""
     g = getcurrent()
-    g._tgreen_thread = True
+    g._tgreen_thread = True  # type: ignore[attr-defined]  # marks a greenlet as a thread
     if handle is not None:
         handle._ident = _c_get_ident()
-        g._tgreen_handle = handle
+        g._tgreen_handle = handle  # type: ignore[attr-defined]
     try:
         function(*args, **kwargs)
     except SystemExit:
@@ -943,7 +942,7 @@ class _TypeInfo:
                     self.data[name] = attr
                 else:
                     self.other[name] = attr
-        init = cls.__init__
+        init = cls.__init__  # type: ignore[misc]  # the class's own, read off the class
         self.init = None if init is object.__init__ else init
 
 

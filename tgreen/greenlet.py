@@ -35,7 +35,7 @@ class Greenlet(_greenlet_mod.greenlet):
         hub = get_hub()
         super().__init__(parent=hub.root)
         if run is not None:
-            self._run = run
+            self._run = run  # type: ignore[method-assign]  # greenlet calls the instance's _run
         self.args = args
         self.kwargs = kwargs
         self.hub: Hub = hub
@@ -98,7 +98,7 @@ class Greenlet(_greenlet_mod.greenlet):
     # -- state -----------------------------------------------------------------
 
     @property
-    def dead(self) -> bool:  # type: ignore[override]
+    def dead(self) -> bool:
         """True once the greenlet finished, failed or was killed."""
         return self._done
 
@@ -189,7 +189,7 @@ class Greenlet(_greenlet_mod.greenlet):
         if not self._done and self:
             self.hub._throw(self, exc)
 
-    def throw(self, *args: Any) -> Any:  # type: ignore[override]
+    def throw(self, *args: Any) -> Any:
         if not self and not self._done:
             # Killing an unstarted greenlet: greenlet would otherwise start it
             # just to raise at its first line.

@@ -122,11 +122,14 @@ import sys
 import threading
 import traceback
 import weakref
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from greenlet import getcurrent, greenlet
 
 from . import _asyncio_state, _originals
+
+if TYPE_CHECKING:
+    import selectors
 
 __all__ = [
     "Hub",
@@ -190,8 +193,8 @@ class _Watch:
         self.writer: greenlet | None = None
         self.rreg = False
         self.wreg = False
-        self.listeners: list | None = None
-        self.owner: weakref.ref | None = None if owner is None else weakref.ref(owner)
+        self.listeners: list[Any] | None = None
+        self.owner: weakref.ref[Any] | None = None if owner is None else weakref.ref(owner)
         self.ident = _file_identity(fd)
 
 
@@ -282,7 +285,7 @@ class Hub:
         self._watches: dict[int, _Watch] = {}
         # The greenlet running loop.run_forever() on our behalf (plain mode).
         self._runner: greenlet | None = None
-        self._runner_wake: tuple | None = None
+        self._runner_wake: tuple[Any, ...] | None = None
         self._loop_exit = False
         # Work that can wake a greenlet but that the loop cannot see: jobs in
         # OS threads, and bridged waits on futures resolved by other threads.
@@ -734,7 +737,7 @@ class _SelectorGuard:
     ("Registrations")."""
 
     def __init__(self, selector: Any, hub: Hub) -> None:
-        self._sel = selector
+        self._sel: selectors.BaseSelector = selector
         self._hub = hub
 
     def _ours(self, handle: Any) -> bool:
@@ -772,7 +775,7 @@ class _SelectorGuard:
         sel.unregister(fileobj)   # the epoll entry of the closed file, if any
         return sel.register(fileobj, events, (reader, writer))
 
-    def select(self, timeout: float | None = None) -> list:
+    def select(self, timeout: float | None = None) -> list[Any]:
         if timeout is None:
             hub = self._hub
             if hub._runner is not None and hub._is_idle_forever(self._sel):
@@ -823,7 +826,7 @@ def get_hub() -> Hub:
     calls made from its coroutines block the greenlet on the thread's hub.
     """
     loop = asyncio._get_running_loop()
-    hub = getattr(_local, "hub", None)
+    hub: Hub | None = getattr(_local, "hub", None)
     if loop is not None:
         if hub is not None and hub.loop is loop:
             return hub
@@ -865,7 +868,7 @@ def hub_to_wait_through(loop: asyncio.AbstractEventLoop) -> Hub | None:
 
 
 def _default_hub() -> Hub:
-    hub = getattr(_local, "default", None)
+    hub: Hub | None = getattr(_local, "default", None)
     if hub is not None and not hub.loop.is_closed():
         return hub
     loop = None
@@ -915,7 +918,7 @@ def current_hub_if_any() -> Hub | None:
     """The hub this thread would use, without creating one. The main thread
     always counts as green; other threads only once they use tgreen."""
     loop = asyncio._get_running_loop()
-    hub = getattr(_local, "hub", None)
+    hub: Hub | None = getattr(_local, "hub", None)
     if loop is not None and (hub is None or hub.loop is not loop):
         found = _known_hub(loop)
         if found is not None:
@@ -955,7 +958,7 @@ if hasattr(os, "register_at_fork"):
 
 def peek_hub() -> Hub | None:
     """This thread's hub if it already exists; never creates one."""
-    hub = getattr(_local, "hub", None)
+    hub: Hub | None = getattr(_local, "hub", None)
     if hub is not None:
         return hub
     loop = asyncio._get_running_loop()

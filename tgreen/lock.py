@@ -25,7 +25,8 @@ _c_allocate_lock = _originals.get("_thread", "allocate_lock")
 
 def Lock() -> LockType:
     """A non-reentrant lock, released by anyone; parks greenlets, blocks OS threads."""
-    return allocate_lock()
+    lock: LockType = allocate_lock()
+    return lock
 
 
 class Semaphore:

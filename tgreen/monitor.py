@@ -136,7 +136,7 @@ class Monitor:
         self._wrapped: _Turns | None = None
         self._beat: _Heartbeat | None = None
         if sel is not None and hasattr(sel, "select"):
-            self._wrapped = self.counter = _Turns(sel)  # type: ignore[assignment]
+            self._wrapped = self.counter = _Turns(sel)
             loop._selector = self._wrapped
         else:
             self._beat = self.counter = _Heartbeat(loop, threshold / 2)  # type: ignore[assignment]
@@ -148,9 +148,11 @@ class Monitor:
     def close(self) -> None:
         """Stop watching; undo the selector wrapper when nobody wrapped it since."""
         loop = self.hub.loop
-        if self._wrapped is not None:
-            if getattr(loop, "_selector", None) is self._wrapped:
-                loop._selector = self._wrapped._sel
+        wrapped = self._wrapped
+        if wrapped is not None:
+            inner = wrapped._sel
+            if getattr(loop, "_selector", None) is wrapped:
+                loop._selector = inner
             self._wrapped = None
         if self._beat is not None:
             beat, self._beat = self._beat, None
@@ -276,7 +278,7 @@ def _describe_holder(frame: Any) -> str:
 def _thread_name(ident: int) -> str:
     threading = sys.modules.get("threading")
     try:
-        t = threading._active.get(ident) if threading else None  # type: ignore[union-attr]
+        t = threading._active.get(ident) if threading else None
         return t.name if t is not None else str(ident)
     except Exception:  # noqa: BLE001
         return str(ident)

@@ -7,9 +7,11 @@
 
 from __future__ import annotations
 
-from greenlet import getcurrent
+from collections.abc import Callable
 
-from .hub import get_hub
+from greenlet import getcurrent, greenlet
+
+from .hub import Hub, get_hub
 
 __all__ = ["sleep", "idle"]
 
@@ -42,7 +44,7 @@ def sleep(seconds: float = 0) -> None:
         handle.cancel()
 
 
-def _resumer(hub, cur):
+def _resumer(hub: Hub, cur: greenlet) -> Callable[[], None]:
     return lambda: hub._resume(cur, None)
 
 
