@@ -16,6 +16,10 @@ from .hub import Hub, get_hub
 __all__ = ["sleep", "idle"]
 
 
+# What sleep's own timer passes to the greenlet it wakes.
+_SLEPT = object()
+
+
 def sleep(seconds: float = 0) -> None:
     """Block the current greenlet for ``seconds``; ``sleep(0)`` yields once.
 
@@ -33,15 +37,25 @@ def sleep(seconds: float = 0) -> None:
     # While the loop is not running, this greenlet becomes its runner and
     # must be woken by stopping the loop (hub._resume); otherwise a direct
     # switch is the cheapest wake-up there is.
-    wake = cur.switch if loop.is_running() else _resumer(hub, cur)
-    if seconds == 0:
-        handle = loop.call_soon(wake)
+    if loop.is_running():
+        # The timer switches straight in, passing _SLEPT: then it has run and
+        # there is nothing to cancel (asyncio's TimerHandle.cancel() is four
+        # Python calls, as much as the rest of a sleep).
+        if seconds == 0:
+            handle = loop.call_soon(cur.switch, _SLEPT)
+        else:
+            handle = loop.call_later(seconds, cur.switch, _SLEPT)
     else:
-        handle = loop.call_later(seconds, wake)
+        wake = _resumer(hub, cur)
+        handle = loop.call_soon(wake) if seconds == 0 else loop.call_later(seconds, wake)
+    woke = None
     try:
-        hub.switch("sleep()")
+        woke = hub.switch("sleep()")
     finally:
-        handle.cancel()
+        # Woken another way (or killed out of the sleep): cancelling makes a
+        # wake-up that arrives later harmless.
+        if woke is not _SLEPT:
+            handle.cancel()
 
 
 def _resumer(hub: Hub, cur: greenlet) -> Callable[[], None]:

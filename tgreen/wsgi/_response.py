@@ -504,7 +504,8 @@ def run_request(server: Any, conn: Any, req: Any) -> bool:
             # A tgreen.Timeout of the app's own that it let escape is its error.
             _fail(resp, conn, 500, e)
     finally:
-        close_iterable(result)
+        if result is not None and result.__class__ is not list:  # a list has no close()
+            close_iterable(result)
         if conn.takeover_socket is not None:
             release(conn)
     if server.after_request is not None:
