@@ -5,7 +5,6 @@ tgreen.wsgi, by green wsgiref, and by ``tgreen-serve``) and psycopg2."""
 from __future__ import annotations
 
 import concurrent.futures
-import importlib.util
 import json
 import os
 import subprocess
@@ -107,16 +106,12 @@ def test_flask_example_is_a_wsgi_module():
 @pytest.mark.parametrize("server", ["tgreen", "wsgiref"])
 def test_flask_example_serves_concurrently(redis_server, server):
     _need("flask", "redis", "requests")
-    if server == "tgreen" and importlib.util.find_spec("tgreen.wsgi") is None:
-        pytest.skip("tgreen.wsgi is not in this build")
     _run_flask_example(redis_server, [sys.executable, str(FLASK_EXAMPLE), "--port", "0",
                                       "--server", server])
 
 
 def test_flask_example_under_tgreen_serve(redis_server):
     _need("flask", "redis", "requests")
-    if importlib.util.find_spec("tgreen.serve") is None:
-        pytest.skip("tgreen-serve (tgreen.serve) is not in this build")
     port = free_port()
     _run_flask_example(redis_server, [sys.executable, "-m", "tgreen.serve", str(FLASK_EXAMPLE),
                                       "--bind", f"127.0.0.1:{port}", "--cores", "1000"],

@@ -36,8 +36,6 @@ def test_asyncio_and_tornado_keep_original_modules():
         assert asyncio.selector_events.selectors.DefaultSelector is not selectors.DefaultSelector
         assert asyncio.base_events.socket.socket is not socket.socket
         assert tornado.netutil.socket.socket is not socket.socket
-        async def main():
-            r, w = await asyncio.open_connection  # noqa
         loop = asyncio.new_event_loop()
         # The real selector; only as a loop's selector inside a greenlet does it
         # wait through the hub (patch_asyncio).

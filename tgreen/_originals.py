@@ -17,11 +17,8 @@ Rules of this file:
 from __future__ import annotations
 
 import importlib
-import sys
 import types
 
-_NAMES = ("socket", "select", "selectors", "time", "threading", "_thread", "queue",
-          "ssl", "subprocess", "os", "signal")
 _frozen: dict[str, types.ModuleType] = {}
 
 
@@ -39,8 +36,6 @@ def module(name: str) -> types.ModuleType:
         return _frozen[name]
     except KeyError:
         pass
-    if name in sys.modules and getattr(sys.modules[name], "__tgreen_patched__", False):
-        raise RuntimeError(f"tgreen: {name} was patched before its original was saved")
     _frozen[name] = copy = _freeze(name)
     return copy
 

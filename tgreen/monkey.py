@@ -130,7 +130,6 @@ def _protect_loop_modules() -> None:
     import tornado.tcpclient  # noqa: F401
     import tornado.tcpserver  # noqa: F401
 
-    names = {n for n, _ in _patched}
     # ssl stays live for them: they use ssl.MemoryBIO/SSLObject, never a green
     # socket, and only isinstance-check SSLSocket (the green class subclasses
     # the original). A snapshot would also hide a later replacement of
@@ -147,7 +146,6 @@ def _protect_loop_modules() -> None:
             if vname in modnames and not getattr(value, "__tgreen_original__", False):
                 if sys.modules.get(vname) is value:
                     d[attr] = _originals.module(vname)
-    del names
 
 
 def _after_patch(flag: str) -> None:
@@ -261,66 +259,51 @@ def patch_psycopg() -> None:
     _patched_modules.add("psycopg")
 
 
-def _patch_from(flag: str, modname: str, green_modname: str) -> bool:
+def _patch_from(flag: str, modname: str, green_modname: str) -> None:
     """Patch stdlib ``modname`` from green module ``tgreen.<green_modname>``.
 
     The green module either lists the names it replaces in ``__implements__``
     or, when patching takes more than replacing attributes (threading's
     main-thread bookkeeping, say), provides ``__patch__(patch)``, called with
     this module's ``_patch`` so originals are still recorded in one place.
-    Returns False when that green module does not exist in this release.
     """
-    try:
-        green = importlib.import_module(f"tgreen.{green_modname}")
-    except ModuleNotFoundError as e:
-        if e.name == f"tgreen.{green_modname}":
-            return False
-        raise
+    green = importlib.import_module(f"tgreen.{green_modname}")
     custom = getattr(green, "__patch__", None)
-    if custom is None and getattr(green, "__implements__", None) is None:
-        return False  # a green module that is not a stdlib replacement (yet)
     if custom is not None:
         custom(_patch)
     else:
         _patch(modname, {n: getattr(green, n) for n in green.__implements__})
     _after_patch(flag)
-    return True
 
 
 def patch_ssl() -> None:
     """Make ``ssl`` green: contexts created after this wrap green sockets."""
-    if not _patch_from("ssl", "ssl", "ssl"):
-        raise NotImplementedError("tgreen: green ssl is not available in this release")
+    _patch_from("ssl", "ssl", "ssl")
 
 
 def patch_thread() -> None:
     """Make ``threading``/``_thread`` green: threads become greenlets."""
-    if not _patch_from("thread", "threading", "threading"):
-        raise NotImplementedError("tgreen: green threading is not available in this release")
+    _patch_from("thread", "threading", "threading")
 
 
 def patch_queue() -> None:
     """Make ``queue`` green."""
-    if not _patch_from("queue", "queue", "queue"):
-        raise NotImplementedError("tgreen: green queue is not available in this release")
+    _patch_from("queue", "queue", "queue")
 
 
 def patch_subprocess() -> None:
     """Make ``subprocess`` green (waits and pipes)."""
-    if not _patch_from("subprocess", "subprocess", "subprocess"):
-        raise NotImplementedError("tgreen: green subprocess is not available in this release")
+    _patch_from("subprocess", "subprocess", "subprocess")
 
 
 def patch_os() -> None:
     """Make the blocking ``os`` calls (``waitpid``, pipe reads) green."""
-    if not _patch_from("os", "os", "os"):
-        raise NotImplementedError("tgreen: green os is not available in this release")
+    _patch_from("os", "os", "os")
 
 
 def patch_signal() -> None:
     """Run ``signal.signal`` handlers in a greenlet on the loop."""
-    if not _patch_from("signal", "signal", "signal"):
-        raise NotImplementedError("tgreen: green signal is not available in this release")
+    _patch_from("signal", "signal", "signal")
 
 
 def patch_all(socket: bool = True, dns: bool = True, time: bool = True, select: bool = True,
@@ -347,8 +330,6 @@ def patch_all(socket: bool = True, dns: bool = True, time: bool = True, select: 
         patch_asyncio()
     if psycopg:
         patch_psycopg()
-    # Modules not shipped in this release are skipped (is_module_patched
-    # tells): a missing one must not stop the others.
     for flag, on, modname, green_modname in (
         ("ssl", ssl, "ssl", "ssl"),
         ("queue", queue, "queue", "queue"),

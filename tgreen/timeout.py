@@ -34,7 +34,7 @@ class Timeout(BaseException):
     ``seconds=None`` never fires.
     """
 
-    def __init__(self, seconds: float | None = None, exception: Any = None, ref: bool = True) -> None:
+    def __init__(self, seconds: float | None = None, exception: Any = None) -> None:
         super().__init__(seconds)
         self.seconds = seconds
         self.exception = exception
@@ -71,7 +71,7 @@ class Timeout(BaseException):
             exc = self
         elif isinstance(exc, type):
             exc = exc()
-        hub._throw(g, exc)
+        hub.throw(g, exc)
 
     def cancel(self) -> None:
         """Disarm the timer (safe to call more than once)."""
