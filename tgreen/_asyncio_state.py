@@ -55,9 +55,14 @@ import greenlet as _greenlet
 
 from . import _originals
 
-__all__ = ["install", "swap_running_loop", "set_thread_event_loop"]
+__all__ = ["forget_thread_event_loop", "install", "running_loop", "set_thread_event_loop",
+           "swap_running_loop", "thread_event_loop"]
 
 _get_running_loop = _events._get_running_loop
+#: The loop running in this greenlet, or None: asyncio's C-level
+#: ``_get_running_loop`` itself (asyncio exports it to loop implementers;
+#: the hub calls it on every ``get_hub()``, so no wrapper around it).
+running_loop = _get_running_loop
 _set_running_loop = _events._set_running_loop
 _set_hooks = sys.set_asyncgen_hooks
 
@@ -157,6 +162,38 @@ def set_thread_event_loop(loop: Any) -> None:
         asyncio.set_event_loop(loop)
     finally:
         _installed.thread_wide = False
+
+
+def _policy_thread_state() -> Any:
+    # asyncio has no public way to read the thread's current loop without
+    # side effects: get_event_loop() creates one (3.10/3.11, main thread) or
+    # warns and raises (3.12+) when there is none. The default policy keeps
+    # it in ``_local._loop``; a policy without that state has no answer.
+    import asyncio
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # 3.14: policies
+        policy = asyncio.get_event_loop_policy()
+    return getattr(policy, "_local", None)
+
+
+def thread_event_loop() -> Any:
+    """The current event loop ``asyncio.set_event_loop`` left for this
+    greenlet's thread (see the module docstring), or None; never creates
+    one and never warns."""
+    return getattr(_policy_thread_state(), "_loop", None)
+
+
+def forget_thread_event_loop() -> None:
+    """Leave this thread without a current event loop, without touching the
+    old one (a forked child abandoning its parent's loop)."""
+    state = _policy_thread_state()
+    if state is not None:
+        try:
+            state._loop = None
+        except AttributeError:
+            pass
 
 
 def install() -> None:

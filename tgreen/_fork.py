@@ -12,7 +12,9 @@ fresh hub on a fresh loop. The hub registers this with ``os.register_at_fork``.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+
+from . import _asyncio_state
+from .hub import base_selector
 
 _abandoned: list = []
 
@@ -22,30 +24,26 @@ def abandon_parent_loop() -> None:
     the epoll instance and self-pipe it shares with the parent (module
     docstring). The child's next green call then builds a fresh hub."""
     try:
-        policy = asyncio.get_event_loop_policy()
-        local: Any = getattr(policy, "_local", None)   # asyncio's private per-thread state
-        loop = getattr(local, "_loop", None)
+        loop = _asyncio_state.thread_event_loop()
     except Exception:  # noqa: BLE001 - never break a fork over this
         return
     if loop is None or loop.is_closed():
         return
-    if not isinstance(loop, asyncio.BaseEventLoop) or getattr(loop, "_selector", None) is None:
+    sel = base_selector(loop)
+    if not isinstance(loop, asyncio.BaseEventLoop) or sel is None:
         # uvloop: no way to close only our copies of its fds. Keep the object
         # alive (its deallocation would close it, unregistering fds from the
         # shared epoll) and let the child make a new loop.
         _abandoned.append(loop)
-        try:
-            local._loop = None
-        except AttributeError:
-            pass
+        _asyncio_state.forget_thread_event_loop()
         return
     # Mark it closed for asyncio (so close() and __del__ do nothing), then
     # close this process's copies of its fds with plain close(2)s, which do
-    # not unregister anything from the shared epoll.
+    # not unregister anything from the shared epoll. asyncio has no public
+    # way to do either: the attributes are BaseEventLoop's and
+    # BaseSelectorEventLoop's own (``_closed``, ``_ssock``, ``_csock``) and
+    # the selectors module's (``_selector``, the epoll object).
     loop._closed = True  # type: ignore[attr-defined]
-    sel: Any = loop._selector  # type: ignore[attr-defined]  # checked above
-    while hasattr(sel, "_sel"):  # tgreen's selector wrappers
-        sel = sel._sel
     ep = getattr(sel, "_selector", None)
     for closer in (getattr(ep, "close", None),
                    getattr(getattr(loop, "_ssock", None), "close", None),
@@ -55,9 +53,4 @@ def abandon_parent_loop() -> None:
                 closer()
             except OSError:
                 pass
-    try:
-        local._loop = None
-    except AttributeError:
-        pass
-
-
+    _asyncio_state.forget_thread_event_loop()

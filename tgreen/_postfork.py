@@ -52,6 +52,6 @@ def run_postfork_hooks() -> None:
         fn()
 
 
-def _set_worker_id(n: int) -> None:
+def set_worker_id(n: int) -> None:
     global _worker_id
     _worker_id = n

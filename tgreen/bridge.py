@@ -31,7 +31,7 @@ import inspect
 from typing import Any, Awaitable, Callable, TypeVar
 
 from .greenlet import Greenlet
-from .hub import Waiter, _TIMEDOUT, get_hub
+from .hub import Waiter, TIMEDOUT, get_hub
 
 __all__ = ["wait", "run_green", "green"]
 
@@ -76,7 +76,7 @@ def wait(awaitable: Any, timeout: float | None = None) -> Any:
                 raise
             finally:
                 fut.remove_done_callback(done_cb)
-            if result is _TIMEDOUT:
+            if result is TIMEDOUT:
                 if owned:
                     fut.cancel()
                 raise TimeoutError(f"tgreen.wait() timed out after {timeout} s")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._thread import WaitQueue
+from ._waitqueue import WaitQueue
 
 __all__ = ["AsyncResult", "Event"]
 
@@ -21,7 +21,7 @@ class Event:
 
     No Condition: the stdlib's Event waits through ``Condition.wait`` (a
     fresh waiter lock, two lock round trips and a notify per wake-up); this
-    one parks the waiter directly in ``tgreen._thread``'s ``WaitQueue``, at a
+    one parks the waiter directly in a ``WaitQueue`` (``tgreen._waitqueue``), at a
     quarter of the cost of a set/wait round trip. It is safe across OS
     threads: a waiter registers before re-checking the flag, and ``set``
     raises the flag before waking everyone registered, so no wake-up falls in

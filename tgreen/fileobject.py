@@ -33,13 +33,18 @@ import warnings
 import weakref
 from typing import Any
 
+from . import _originals
 from . import os as gos
 from .hub import current_hub_if_any, peek_hub
 
 __all__ = ["GreenFileIO", "open_fd", "for_fd"]
 
-_read = gos._read
-_write = gos._write
+_read = _originals.get("os", "read")
+_write = _originals.get("os", "write")
+_select = _originals.module("select")
+_POLLIN = _select.POLLIN
+_POLLOUT = _select.POLLOUT
+_PIPE_BUF = getattr(_select, "PIPE_BUF", 512)
 _readv = os.readv
 _CHUNK = 64 * 1024
 # fd -> the open GreenFileIO over it (so an fd number handed around can be
@@ -73,7 +78,7 @@ class GreenFileIO(io.RawIOBase):
         if hub is not None:
             # A new fd: a registration under its number is a leftover of a
             # closed one (see tgreen.os.wait_fd).
-            gos._forget_idle(hub, fd)
+            hub.forget(fd)
         _by_fd[fd] = self
 
     # -- io.RawIOBase --------------------------------------------------------------
@@ -120,8 +125,8 @@ class GreenFileIO(io.RawIOBase):
         gos.wait_fd(self._fd, write, hub, keep=True, owner=self)
 
     def _ready_or_wait(self, write: bool) -> None:
-        if not self._nonblocking and not gos._poll_now(
-                self._fd, gos._POLLOUT if write else gos._POLLIN):
+        if not self._nonblocking and not gos.poll_now(
+                self._fd, _POLLOUT if write else _POLLIN):
             self._wait(write)
 
     def readinto(self, b: Any) -> int:
@@ -173,7 +178,7 @@ class GreenFileIO(io.RawIOBase):
                 # A blocking pipe takes PIPE_BUF bytes without blocking once
                 # it polls writable; more could block.
                 self._ready_or_wait(True)
-                piece = view[done:done + gos._PIPE_BUF]
+                piece = view[done:done + _PIPE_BUF]
             else:
                 piece = view[done:]
             try:
@@ -233,9 +238,10 @@ def open_fd(fd: int, mode: str = "rb", buffering: int = -1, encoding: str | None
         if text:
             raise ValueError("can't have unbuffered text I/O")
         return raw
-    if raw._readable and raw._writable:
+    readable, writable = raw.readable(), raw.writable()
+    if readable and writable:
         buf: Any = io.BufferedRWPair(raw, raw, buffering)
-    elif raw._writable:
+    elif writable:
         buf = io.BufferedWriter(raw, buffering)
     else:
         buf = io.BufferedReader(raw, buffering)

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable
 import greenlet as _greenlet_mod
 from greenlet import GreenletExit, getcurrent
 
-from .hub import Hub, Waiter, _TIMEDOUT, get_hub
+from .hub import Hub, Waiter, get_hub
 
 __all__ = ["Greenlet", "spawn", "spawn_later", "joinall", "killall", "GreenletExit", "getcurrent"]
 
@@ -187,7 +187,7 @@ class Greenlet(_greenlet_mod.greenlet):
 
     def _kill_now(self, exc: BaseException) -> None:
         if not self._done and self:
-            self.hub._throw(self, exc)
+            self.hub.throw(self, exc)
 
     def throw(self, *args: Any) -> Any:
         if not self and not self._done:
@@ -215,7 +215,7 @@ class Greenlet(_greenlet_mod.greenlet):
 def spawn(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Greenlet:
     """Run ``fn(*args, **kwargs)`` in a new greenlet, starting on the next loop turn."""
     g = Greenlet(fn, *args, **kwargs)
-    g._start_handle = g.hub.loop.call_soon(g._launch)
+    g.start()
     return g
 
 
@@ -274,6 +274,3 @@ def killall(greenlets: Iterable[Greenlet], exception: Any = GreenletExit,
         g.kill(exception, block=False)
     if block:
         joinall(greenlets, timeout)
-
-
-_ = _TIMEDOUT

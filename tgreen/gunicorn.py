@@ -135,7 +135,7 @@ class Worker(_base.Worker):
             # --reload: gunicorn's callback ends the process with sys.exit()
             # from the reloader's thread, a greenlet here, where that would
             # end only the greenlet.
-            self.reloader._callback = self._reload
+            self.reloader._callback = self._reload  # noqa: SLF001 - gunicorn has no setter
         if self.log.access_log_enabled:
             server.after_request = self._access_log
         self._beat()

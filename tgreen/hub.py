@@ -30,7 +30,7 @@ Who runs the loop ("the runner") depends on how tgreen is used:
 
 What asyncio sees: a greenlet is synchronous code. Only the runner (while it
 runs the loop) sees the loop as running; in every other greenlet
-``asyncio._get_running_loop()`` is None, as in a plain thread
+``_asyncio_state.running_loop()`` is None, as in a plain thread
 (``_asyncio_state.py`` keeps one running-loop slot per greenlet). Hence:
 
 * Adoption: a running loop is adopted as a hub only when the thread's root
@@ -47,7 +47,7 @@ Rules of this file:
 
 1. Every wake-up happens in a loop callback, i.e. in the runner. Greenlets
    never switch into each other directly; primitives schedule
-   ``Waiter.switch`` with ``call_soon``. This keeps one place (``_resume``) that
+   ``Waiter.switch`` with ``call_soon``. This keeps one place (``resume``) that
    knows how to wake the runner itself (stop the loop) versus another greenlet
    (switch to it).
 2. An fd's reader is registered with the loop on its first wait and kept while
@@ -55,7 +55,7 @@ Rules of this file:
    reader on every wait costs more than half the ping-pong throughput
    (measured in DESIGN.md). Because registrations outlive waits, their
    lifetime has rules of its own, below ("Registrations").
-3. Waits return sentinels (``_TIMEDOUT``, ``_CLOSED``) instead of having
+3. Waits return sentinels (``TIMEDOUT``, ``CLOSED``) instead of having
    exceptions thrown into them, so the runner can be woken the same way.
 
 Registrations
@@ -129,7 +129,7 @@ from greenlet import getcurrent, greenlet
 from . import _asyncio_state, _originals
 
 if TYPE_CHECKING:
-    import selectors
+    pass
 
 __all__ = [
     "Hub",
@@ -139,6 +139,13 @@ __all__ = [
     "ConcurrentWaitError",
     "Waiter",
     "use_uvloop",
+    "TIMEDOUT",
+    "CLOSED",
+    "SelectorWrapper",
+    "base_selector",
+    "wrap_selector",
+    "unwrap_selector",
+    "serves",
 ]
 
 _thread_get_ident = _originals.get("_thread", "get_ident")
@@ -168,8 +175,12 @@ class ConcurrentWaitError(RuntimeError):
     """Two greenlets waited for the same event (read or write) on one fd."""
 
 
-_TIMEDOUT = object()
-_CLOSED = object()
+#: What a wait returns when its timeout passed (``Waiter.get``, the value a
+#: timer passes to ``Hub.resume``): waits return sentinels instead of having
+#: exceptions thrown into them (rule 3).
+TIMEDOUT = object()
+#: What a wait on an fd returns when the fd was closed through tgreen meanwhile.
+CLOSED = object()
 
 _BLOCKING_HELP = (
     "tgreen: {what} would block the event loop: it was called from the greenlet "
@@ -239,7 +250,7 @@ class Waiter:
         self.greenlet = getcurrent()
         timer = None
         if timeout is not None:
-            timer = hub.loop.call_later(max(timeout, 0.0), self.switch, _TIMEDOUT)
+            timer = hub.loop.call_later(max(timeout, 0.0), self.switch, TIMEDOUT)
         try:
             return hub.switch(what)
         finally:
@@ -251,17 +262,13 @@ class Waiter:
         g = self.greenlet
         if g is not None:
             self.greenlet = None
-            self.hub._resume(g, value)
+            self.hub.resume(g, value)
 
     def throw(self, exc: BaseException) -> None:
         g = self.greenlet
         if g is not None:
             self.greenlet = None
-            self.hub._throw(g, exc)
-
-    def schedule(self, value: Any = None) -> None:
-        """Wake the waiter from anywhere in this thread (deferred to the loop)."""
-        self.hub.loop.call_soon(self.switch, value)
+            self.hub.throw(g, exc)
 
 
 def _root_of(g: greenlet) -> greenlet:
@@ -291,7 +298,7 @@ class Hub:
         # OS threads, and bridged waits on futures resolved by other threads.
         self.pending_jobs = 0
         self._fork_generation = _fork_generation
-        self._selector_guard = _install_selector_guard(self)
+        _install_selector_guard(self)
         _asyncio_state.install()
         self.handle_error = self._default_handle_error
         if os.environ.get("TGREEN_MONITOR_MS"):  # the blocking detector, tgreen.monitor
@@ -349,8 +356,11 @@ class Hub:
             raise value
         return value
 
-    def _resume(self, g: greenlet, value: Any = None) -> None:
-        """Wake ``g`` from a loop callback, passing ``value`` to its switch()."""
+    def resume(self, g: greenlet, value: Any = None) -> None:
+        """Wake ``g``, blocked in ``switch()``, from a loop callback: its
+        ``switch()`` returns ``value``. If ``g`` is the runner (plain mode)
+        the loop is stopped and the runner returns once the turn ends; any
+        other greenlet is switched to at once. A dead ``g`` is ignored."""
         if g is self._runner:
             if self._runner_wake is None:
                 self._runner_wake = (False, value)
@@ -358,8 +368,10 @@ class Hub:
         elif not g.dead:
             g.switch(value)
 
-    def _throw(self, g: greenlet, exc: BaseException) -> None:
-        """Raise ``exc`` in ``g`` from a loop callback."""
+    def throw(self, g: greenlet, exc: BaseException) -> None:
+        """Raise ``exc`` in ``g``, blocked in ``switch()``, from a loop
+        callback (timeouts, kills, signal handlers' errors). A dead ``g``, or
+        the runner of an adopted loop (which never waits), is left alone."""
         if g is self._runner:
             # The runner resumes only when the loop turn ends, so a plain
             # wake-up may already be pending: the exception wins over it
@@ -376,6 +388,34 @@ class Hub:
             return
         elif not g.dead:
             g.throw(exc)
+
+    # -- who runs the loop -------------------------------------------------------
+
+    @property
+    def runner(self) -> greenlet | None:
+        """The greenlet running the loop for the length of its own wait
+        (plain mode), or None: between waits, and whenever the loop is
+        adopted (its runner is the thread's root greenlet, ``root``)."""
+        return self._runner
+
+    def runs_adopted_loop(self, g: greenlet | None = None) -> bool:
+        """Is ``g`` (default: the current greenlet) the runner of an adopted
+        loop, i.e. the root greenlet running the loop itself (a coroutine, an
+        IOLoop callback)? Such a greenlet may never wait: ``switch()`` raises
+        ``BlockingFromHubError`` there."""
+        if g is None:
+            g = getcurrent()
+        return g is self.root and self._runner is None and self.loop.is_running()
+
+    def runs_loop(self, g: greenlet) -> bool:
+        """Is ``g`` running this hub's loop right now (as the plain-mode
+        runner or as the runner of an adopted loop)?"""
+        return g is self._runner or self.runs_adopted_loop(g)
+
+    def has_runner(self) -> bool:
+        """Is the loop being run (or between two turns of one wait's run)?
+        When not, nothing will run a callback until some greenlet waits."""
+        return self._runner is not None or self.loop.is_running()
 
     # -- fd waits ---------------------------------------------------------------
 
@@ -435,9 +475,9 @@ class Hub:
                 timer.cancel()
         if result is None:
             return True
-        if result is _TIMEDOUT:
+        if result is TIMEDOUT:
             return False
-        if result is _CLOSED:
+        if result is CLOSED:
             raise OSError(errno.EBADF, "File descriptor was closed in another greenlet")
         return True
 
@@ -451,7 +491,7 @@ class Hub:
             if ident is not None and ident == w.ident:
                 w.owner = weakref.ref(owner)
                 return w
-        self._drop(w, _CLOSED)
+        self._drop(w, CLOSED)
         nw = self._watches[w.fd] = _Watch(w.fd, owner)
         return nw
 
@@ -464,7 +504,7 @@ class Hub:
         waiters = [g for g in (w.reader, w.writer) if g is not None]
         w.reader = w.writer = None
         for g in waiters:
-            self.loop.call_soon(self._resume, g, wake)
+            self.loop.call_soon(self.resume, g, wake)
         if w.listeners:
             listeners, w.listeners = w.listeners, None
             for _events, cb in listeners:
@@ -530,7 +570,7 @@ class Hub:
         g = w.reader
         if g is not None:
             w.reader = None
-            self._resume(g)
+            self.resume(g)
         elif not w.listeners:
             # Level-triggered: unregister now or the loop spins on this fd.
             w.rreg = False
@@ -547,7 +587,7 @@ class Hub:
         g = w.writer
         if g is not None:
             w.writer = None
-            self._resume(g)
+            self.resume(g)
         elif not w.listeners:
             w.wreg = False
             self._remove(w.fd, False)
@@ -567,7 +607,7 @@ class Hub:
             if w.writer is not g:
                 return
             w.writer = None
-        self._resume(g, _TIMEDOUT)
+        self.resume(g, TIMEDOUT)
 
     # -- listeners: many greenlets watching one fd (green select/poll) -----------
 
@@ -655,7 +695,7 @@ class Hub:
             return
         if owner is not None and w.owner is not None and w.owner() is not owner:
             return
-        self._drop(w, _CLOSED)
+        self._drop(w, CLOSED)
 
     def release(self, fd: int, owner: Any) -> None:
         """``notify_close`` callable from any thread (a socket collected or
@@ -681,17 +721,19 @@ class Hub:
         """The loop's entry for ``w.fd`` went to someone else (the selector
         guard saw a stale registration): forget ``w`` without touching it."""
         w.rreg = w.wreg = False
-        self._drop(w, _CLOSED)
+        self._drop(w, CLOSED)
 
     def _drop_if_current(self, w: _Watch) -> None:
         if self._watches.get(w.fd) is w:
-            self._drop(w, _CLOSED)
+            self._drop(w, CLOSED)
 
     # -- the would-block-forever check ------------------------------------------
 
-    def _is_idle_forever(self, selector: Any) -> bool:
+    def stop_if_idle_forever(self, selector: Any) -> bool:
         """Called by the selector guard when the loop is about to sleep with
-        no timeout: can anything at all still happen?"""
+        no timeout: if nothing at all can still happen while a greenlet waits
+        (the plain-mode runner), stop the loop so that the wait raises
+        ``LoopExit`` instead of hanging. True if it stopped the loop."""
         if self._runner is None or self.pending_jobs:
             return False
         ours = 0
@@ -703,7 +745,11 @@ class Hub:
         # Every fd in the selector that is not ours or the loop's self-pipe
         # belongs to someone else (a Tornado server, an asyncio transport):
         # it may wake us.
-        return len(selector.get_map()) - ours - 1 <= 0
+        if len(selector.get_map()) - ours - 1 > 0:
+            return False
+        self._loop_exit = True
+        self.loop.stop()
+        return True
 
     # -- errors ----------------------------------------------------------------
 
@@ -729,24 +775,95 @@ class Hub:
         return f"<Hub loop={type(self.loop).__name__} thread={self.thread_ident}>"
 
 
-class _SelectorGuard:
+class SelectorWrapper:
+    """A wrapper tgreen puts around an asyncio selector loop's selector.
+
+    The loop calls its selector's ``select``/``register``/``modify``...; a
+    wrapper overrides what it needs and passes everything else through to
+    ``inner``, the selector (or wrapper) it wraps. Wrappers stack: the hub's
+    guard (``_SelectorGuard``) and the blocking monitor's turn counter
+    (``tgreen.monitor``) may both be in place. Install and remove them with
+    ``wrap_selector``/``unwrap_selector``; ``base_selector`` finds the real
+    selector beneath them (a forked child closes its epoll).
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+# asyncio keeps a selector loop's selector in the private attribute
+# ``_selector`` (uvloop has none); the four functions below are the only
+# code that touches it, through getattr/setattr with this name.
+_LOOP_SELECTOR = "_selector"
+
+
+def base_selector(loop: Any) -> Any | None:
+    """The real selector of asyncio selector loop ``loop``, beneath any
+    ``SelectorWrapper``; None for loops without one (uvloop)."""
+    sel = getattr(loop, _LOOP_SELECTOR, None)
+    while isinstance(sel, SelectorWrapper):
+        sel = sel.inner
+    return sel
+
+
+def serves(sel: Any, loop: Any) -> bool:
+    """Is ``sel`` the selector that ``loop`` waits on (under any wrappers)?"""
+    return sel is not None and base_selector(loop) is sel
+
+
+def wrap_selector(loop: Any, make: Callable[[Any], SelectorWrapper]) -> SelectorWrapper | None:
+    """Put ``make(selector)`` in front of ``loop``'s selector and return it;
+    None (and nothing done) for a loop without a selector (uvloop)."""
+    sel = getattr(loop, _LOOP_SELECTOR, None)
+    if sel is None or not hasattr(sel, "select"):
+        return None
+    wrapper = make(sel)
+    setattr(loop, _LOOP_SELECTOR, wrapper)
+    return wrapper
+
+
+def unwrap_selector(loop: Any, wrapper: SelectorWrapper) -> None:
+    """Take ``wrapper`` out of ``loop``'s selector chain, wherever it is."""
+    outer: Any = None
+    sel = getattr(loop, _LOOP_SELECTOR, None)
+    while isinstance(sel, SelectorWrapper):
+        if sel is wrapper:
+            if outer is None:
+                setattr(loop, _LOOP_SELECTOR, wrapper.inner)
+            else:
+                outer.inner = wrapper.inner
+            return
+        outer, sel = sel, sel.inner
+
+
+def _callback_owner(handle: Any) -> Any:
+    # An asyncio Handle keeps its callback in ``_callback``; the guard asks
+    # whether a selector key's handle is one of the hub's own callbacks.
+    return getattr(getattr(handle, "_callback", None), "__self__", None)
+
+
+class _SelectorGuard(SelectorWrapper):
     """Wraps a selector loop's selector to notice "the loop would sleep
     forever while a greenlet waits", which becomes LoopExit in that greenlet,
     and a foreign callback (Tornado, asyncio) joining an fd number on which
     the hub holds a registration for a file that was closed behind its back
-    ("Registrations")."""
+    ("Registrations"). Part of the hub: it reads the hub's registrations."""
 
     def __init__(self, selector: Any, hub: Hub) -> None:
-        self._sel: selectors.BaseSelector = selector
-        self._hub = hub
+        super().__init__(selector)
+        self.hub = hub
 
     def _ours(self, handle: Any) -> bool:
-        return getattr(getattr(handle, "_callback", None), "__self__", None) is self._hub
+        return _callback_owner(handle) is self.hub
 
     def modify(self, fileobj: Any, events: int, data: Any = None) -> Any:
-        sel = self._sel
-        hub = self._hub
-        if not hub._watches:
+        sel = self.inner
+        hub = self.hub
+        watches = hub._watches  # noqa: SLF001 - the guard is part of the hub
+        if not watches:
             return sel.modify(fileobj, events, data)
         key = sel.get_key(fileobj)
         old = key.data
@@ -758,7 +875,7 @@ class _SelectorGuard:
         # names another file, our entry is stale: asyncio would modify an
         # epoll entry the kernel dropped with the old file (FileNotFoundError)
         # or, with unchanged events, never add the new file at all.
-        w = hub._watches.get(key.fd)
+        w = watches.get(key.fd)
         if w is not None and w.ident is not None and _file_identity(key.fd) == w.ident:
             return sel.modify(fileobj, events, data)
         reader, writer = data
@@ -771,31 +888,27 @@ class _SelectorGuard:
             writer = None
             events &= ~2  # EVENT_WRITE
         if w is not None:
-            hub._disown(w)
+            hub._disown(w)  # noqa: SLF001 - the guard is part of the hub
         sel.unregister(fileobj)   # the epoll entry of the closed file, if any
         return sel.register(fileobj, events, (reader, writer))
 
     def select(self, timeout: float | None = None) -> list[Any]:
         if timeout is None:
-            hub = self._hub
-            if hub._runner is not None and hub._is_idle_forever(self._sel):
-                hub._loop_exit = True
-                hub.loop.stop()
+            hub = self.hub
+            # Not a method call first: the loop sleeps with no timeout on
+            # every turn that has no timer pending (ping-pong servers).
+            if hub._runner is not None and hub.stop_if_idle_forever(self.inner):  # noqa: SLF001
                 return []
-        return self._sel.select(timeout)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._sel, name)
+        return self.inner.select(timeout)
 
 
-def _install_selector_guard(hub: Hub) -> bool:
+def _install_selector_guard(hub: Hub) -> None:
     # Only asyncio's selector loops expose their selector; on uvloop the
     # would-block-forever check is not available and such a wait just waits.
-    sel = getattr(hub.loop, "_selector", None)
+    sel = getattr(hub.loop, _LOOP_SELECTOR, None)
     if sel is None or isinstance(sel, _SelectorGuard) or not hasattr(sel, "get_map"):
-        return False
-    hub.loop._selector = _SelectorGuard(sel, hub)  # type: ignore[attr-defined]
-    return True
+        return
+    wrap_selector(hub.loop, lambda inner: _SelectorGuard(inner, hub))
 
 
 # -- finding the hub -------------------------------------------------------------
@@ -825,7 +938,7 @@ def get_hub() -> Hub:
     is that greenlet's private business, as it would be a thread's: tgreen
     calls made from its coroutines block the greenlet on the thread's hub.
     """
-    loop = asyncio._get_running_loop()
+    loop = _asyncio_state.running_loop()
     hub: Hub | None = getattr(_local, "hub", None)
     if loop is not None:
         if hub is not None and hub.loop is loop:
@@ -860,8 +973,7 @@ def hub_to_wait_through(loop: asyncio.AbstractEventLoop) -> Hub | None:
                 getattr(_local, "default", None)):
         if not isinstance(hub, Hub) or hub.loop is loop or hub.loop.is_closed():
             continue
-        if hub._runner is cur or (hub._runner is None and cur is hub.root
-                                  and hub.loop.is_running()):
+        if hub.runs_loop(cur):
             continue  # it runs below us in this very greenlet
         return hub
     return None
@@ -871,16 +983,7 @@ def _default_hub() -> Hub:
     hub: Hub | None = getattr(_local, "default", None)
     if hub is not None and not hub.loop.is_closed():
         return hub
-    loop = None
-    try:
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            policy = asyncio.get_event_loop_policy()
-            loop = policy._local._loop  # type: ignore[attr-defined]
-    except AttributeError:
-        loop = None
+    loop = _asyncio_state.thread_event_loop()
     if loop is None or loop.is_closed():
         loop = _new_loop()
         _asyncio_state.set_thread_event_loop(loop)
@@ -917,7 +1020,7 @@ def _forget_when_closed(loop: asyncio.AbstractEventLoop) -> None:
 def current_hub_if_any() -> Hub | None:
     """The hub this thread would use, without creating one. The main thread
     always counts as green; other threads only once they use tgreen."""
-    loop = asyncio._get_running_loop()
+    loop = _asyncio_state.running_loop()
     hub: Hub | None = getattr(_local, "hub", None)
     if loop is not None and (hub is None or hub.loop is not loop):
         found = _known_hub(loop)
@@ -961,7 +1064,7 @@ def peek_hub() -> Hub | None:
     hub: Hub | None = getattr(_local, "hub", None)
     if hub is not None:
         return hub
-    loop = asyncio._get_running_loop()
+    loop = _asyncio_state.running_loop()
     if loop is not None:
         return _known_hub(loop)
     return None

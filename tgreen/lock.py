@@ -1,7 +1,7 @@
 """``Semaphore``, ``BoundedSemaphore``, ``Lock`` and ``RLock`` for greenlets
 and OS threads alike.
 
-One implementation of waiting backs every tgreen lock: ``tgreen._thread``'s
+One implementation of waiting backs every tgreen lock: ``tgreen._waitqueue``'s
 ``WaitQueue``, where a greenlet parks a Waiter and switches to the loop while a
 plain OS thread blocks for real. ``Lock`` and ``RLock`` *are* the green
 ``_thread`` locks that ``patch_all()`` installs, so a ``tgreen.Lock`` and a
@@ -16,7 +16,8 @@ from __future__ import annotations
 
 
 from . import _originals
-from ._thread import LockType, RLock, WaitQueue, _check_timeout, allocate_lock
+from ._locks import LockType, RLock, allocate_lock, check_timeout
+from ._waitqueue import WaitQueue
 
 __all__ = ["BoundedSemaphore", "Lock", "RLock", "Semaphore"]
 
@@ -54,7 +55,7 @@ class Semaphore:
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
         """Take a permit; False if none came within ``timeout`` (or at once
         when not ``blocking``)."""
-        timeout = _check_timeout(blocking, -1 if timeout is None else timeout)
+        timeout = check_timeout(blocking, -1 if timeout is None else timeout)
         if self._take():
             return True
         if not blocking:

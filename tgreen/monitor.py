@@ -56,6 +56,7 @@ import traceback
 from typing import Any, TextIO
 
 from . import _originals
+from .hub import SelectorWrapper, unwrap_selector, wrap_selector
 
 __all__ = ["start", "stop", "stop_all", "is_running", "monitor_for", "maybe_start_from_env",
            "Monitor"]
@@ -74,7 +75,7 @@ ENV_VAR = "TGREEN_MONITOR_MS"
 _SAMPLES_PER_THRESHOLD = int(os.environ.get("TGREEN_MONITOR_SAMPLES", "2"))
 
 
-class _Turns:
+class _Turns(SelectorWrapper):
     """Wraps a selector loop's selector to count loop turns (module docstring).
 
     ``turns`` goes up on the way into ``select`` and again on the way out:
@@ -84,7 +85,7 @@ class _Turns:
     """
 
     def __init__(self, selector: Any) -> None:
-        self._sel = selector
+        super().__init__(selector)
         self._select = selector.select
         self.turns = 0
         # The loop calls these directly; skip __getattr__ for them.
@@ -98,9 +99,6 @@ class _Turns:
             return self._select(timeout)
         finally:
             self.turns += 1
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._sel, name)
 
 
 class _Heartbeat:
@@ -132,12 +130,10 @@ class Monitor:
         self.limit = limit
         self.note = note
         loop = hub.loop
-        sel = getattr(loop, "_selector", None)
-        self._wrapped: _Turns | None = None
         self._beat: _Heartbeat | None = None
-        if sel is not None and hasattr(sel, "select"):
-            self._wrapped = self.counter = _Turns(sel)
-            loop._selector = self._wrapped
+        self._wrapped: SelectorWrapper | None = wrap_selector(loop, _Turns)
+        if self._wrapped is not None:
+            self.counter = self._wrapped  # type: ignore[assignment]
         else:
             self._beat = self.counter = _Heartbeat(loop, threshold / 2)  # type: ignore[assignment]
         # Sampling state (watchdog thread only).
@@ -146,13 +142,10 @@ class Monitor:
         self._reported = False
 
     def close(self) -> None:
-        """Stop watching; undo the selector wrapper when nobody wrapped it since."""
+        """Stop watching; take the turn counter out of the selector chain."""
         loop = self.hub.loop
-        wrapped = self._wrapped
-        if wrapped is not None:
-            inner = wrapped._sel
-            if getattr(loop, "_selector", None) is wrapped:
-                loop._selector = inner
+        if self._wrapped is not None:
+            unwrap_selector(loop, self._wrapped)
             self._wrapped = None
         if self._beat is not None:
             beat, self._beat = self._beat, None
@@ -168,7 +161,7 @@ class Monitor:
         if loop.is_running():
             # Inside select (an odd count on selector loops) is idle.
             return self._beat is not None or turns & 1 == 0
-        if self.hub._runner is not None:
+        if self.hub.runner is not None:
             return True  # between run_forever() calls of one wait: a moment
         return self._work_is_due(loop)
 
@@ -181,7 +174,8 @@ class Monitor:
         if scheduled:
             try:
                 first = scheduled[0]
-                return not first._cancelled and first._when <= loop.time()
+                # asyncio.TimerHandle: no public "cancelled and due?" for this.
+                return not first._cancelled and first._when <= loop.time()  # noqa: SLF001
             except (IndexError, AttributeError):
                 return False
         return False
@@ -210,7 +204,7 @@ class Monitor:
             self.report(held)
 
     def report(self, held: float) -> None:
-        frame = sys._current_frames().get(self.hub.thread_ident)
+        frame = sys._current_frames().get(self.hub.thread_ident)  # noqa: SLF001 - no public API
         stack = "".join(traceback.format_stack(frame)) if frame is not None else "  (no frame)\n"
         who = _describe_holder(frame)
         name = _thread_name(self.hub.thread_ident)
@@ -278,7 +272,9 @@ def _describe_holder(frame: Any) -> str:
 def _thread_name(ident: int) -> str:
     threading = sys.modules.get("threading")
     try:
-        t = threading._active.get(ident) if threading else None
+        # threading._active: the only map from ident to Thread without
+        # enumerate()'s lock, which the watchdog thread must not take.
+        t = threading._active.get(ident) if threading else None  # type: ignore[union-attr]  # noqa: SLF001
         return t.name if t is not None else str(ident)
     except Exception:  # noqa: BLE001
         return str(ident)
@@ -290,6 +286,12 @@ _lock = _allocate_lock()
 _monitors: dict[int, Monitor] = {}  # id(hub) -> Monitor
 _wakeup = _allocate_lock()
 _thread_running = False
+
+
+def watchdog_running() -> bool:
+    """Is the watchdog thread alive? (A real OS thread of tgreen's own,
+    which ``_waitqueue.machinery_threads`` leaves out of the thread count.)"""
+    return _thread_running
 
 
 def _watchdog() -> None:

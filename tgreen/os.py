@@ -68,7 +68,7 @@ del _name, _value
 
 __implements__ = ["fork", "forkpty", "waitpid", "wait", "wait3", "wait4", "waitid",
                   "read", "write"]
-__extensions__ = ["nb_read", "nb_write", "make_nonblocking", "wait_child_exit"]
+__extensions__ = ["nb_read", "nb_write", "make_nonblocking", "poll_now", "wait_child_exit"]
 __all__ = __implements__ + __extensions__
 
 _read = _std.read
@@ -97,7 +97,7 @@ _BACKOFF_MAX = 0.02
 
 # -- readiness ---------------------------------------------------------------------
 
-def _poll_now(fd: int, events: int) -> bool:
+def poll_now(fd: int, events: int) -> bool:
     """Would a read (POLLIN) / write (POLLOUT) on ``fd`` proceed right now?"""
     p = _select.poll()
     p.register(fd, events)
@@ -132,7 +132,7 @@ def wait_fd(fd: int, write: bool = False, hub: Any = None, keep: bool = False,
         return
     restore_blocking = False
     if not keep:
-        _forget_idle(hub, fd)
+        hub.forget(fd)
         # uvloop (libuv's uv_poll) puts every fd it watches in non-blocking
         # mode; an fd somebody else owns must come back as it was.
         restore_blocking = type(hub.loop).__module__.startswith("uvloop") and _get_blocking(fd)
@@ -147,17 +147,12 @@ def wait_fd(fd: int, write: bool = False, hub: Any = None, keep: bool = False,
         pass
     finally:
         if not keep:
-            _forget_idle(hub, fd)
+            hub.forget(fd)
             if restore_blocking:
                 try:
                     _std.set_blocking(fd, True)
                 except OSError:
                     pass
-
-
-def _forget_idle(hub: Any, fd: int) -> None:
-    """Drop ``fd``'s loop registration if no greenlet waits on it."""
-    hub.forget(fd)
 
 
 # -- reads and writes ----------------------------------------------------------------
@@ -220,7 +215,7 @@ def nb_write(fd: int, data: Any) -> int:
 def read(fd: int, n: int) -> bytes:
     """``os.read`` that waits on the hub while a blocking fd has nothing to read."""
     hub = current_hub_if_any()
-    if hub is None or n <= 0 or not _may_block(fd, _O_WRONLY) or _poll_now(fd, _POLLIN):
+    if hub is None or n <= 0 or not _may_block(fd, _O_WRONLY) or poll_now(fd, _POLLIN):
         return _read(fd, n)
     wait_fd(fd, False, hub)
     return _read(fd, n)
@@ -241,12 +236,12 @@ def write(fd: int, data: Any) -> int:
     view = memoryview(data).cast("B")
     total = len(view)
     if total <= _PIPE_BUF:
-        if not _poll_now(fd, _POLLOUT):
+        if not poll_now(fd, _POLLOUT):
             wait_fd(fd, True, hub)
         return _write(fd, view)
     done = 0
     while done < total:
-        if not _poll_now(fd, _POLLOUT):
+        if not poll_now(fd, _POLLOUT):
             wait_fd(fd, True, hub)
         try:
             done += _write(fd, view[done:done + _PIPE_BUF])

@@ -68,7 +68,7 @@ from typing import Any
 
 from . import _originals
 from .greenlet import GreenletExit
-from .hub import _TIMEDOUT, Hub, Waiter, current_hub_if_any
+from .hub import TIMEDOUT, Hub, Waiter, current_hub_if_any
 from .timeout import Timeout
 
 __all__ = ["CANCEL_TIMEOUT", "make_psycopg2_green", "make_psycopg_green", "psycopg2_wait_callback",
@@ -214,7 +214,7 @@ def make_psycopg_green() -> None:
     interrupted = getattr(pconn, "_INTERRUPTED", None)
     if isinstance(interrupted, tuple):
         extra = tuple(e for e in (GreenletExit, Timeout) if e not in interrupted)
-        pconn._INTERRUPTED = interrupted + extra
+        pconn._INTERRUPTED = interrupted + extra  # noqa: SLF001 - psycopg has no hook for this
 
 
 def _plain_wait(name: str) -> Any:
@@ -242,7 +242,7 @@ def _wait_fd(hub: Hub, fd: int, wait: int, timeout: float | None) -> int:
         event = waiter.get(timeout, "waiting for a PostgreSQL connection")
     finally:
         hub.remove_listener(handle)
-    if event is _TIMEDOUT:
+    if event is TIMEDOUT:
         return 0
     if event == 0:
         import psycopg
@@ -258,7 +258,8 @@ def _remaining(deadline: float | None) -> float | None:
 def _timed_out() -> BaseException:
     from psycopg import errors
 
-    return errors._WaitTimeout("wait timeout expired")
+    # What psycopg's own waits raise, so its callers handle ours alike.
+    return errors._WaitTimeout("wait timeout expired")  # noqa: SLF001
 
 
 def psycopg_wait(gen: Generator[Any, Any, Any], fileno: int, interval: float = 0.0,

@@ -45,7 +45,11 @@ from queue import Empty, Full
 from time import monotonic as _time
 from typing import Any
 
-from ._thread import LockType, WaitQueue, _c_get_ident, allocate_lock
+from . import _originals
+from ._locks import LockType, allocate_lock
+from ._waitqueue import WaitQueue
+
+_c_get_ident = _originals.get("_thread", "get_ident")
 
 __all__ = ["Empty", "Full", "JoinableQueue", "LifoQueue", "PriorityQueue", "Queue", "SimpleQueue"]
 

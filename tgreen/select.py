@@ -19,7 +19,7 @@ from time import monotonic as _monotonic
 from typing import TYPE_CHECKING, Any, Iterable
 
 from . import _originals
-from .hub import Waiter, _TIMEDOUT, current_hub_if_any
+from .hub import Waiter, current_hub_if_any
 
 if TYPE_CHECKING:   # the snapshot is the stdlib module, typed as such
     import select as _std
@@ -79,7 +79,7 @@ def _wait_until_ready(hub: Hub, rfds: list, wfds: list, timeout: float | None,
         remaining = None if deadline is None else deadline - _monotonic()
         if remaining is not None and remaining <= 0:
             return check()
-        _wait_fds(hub, rfds, wfds, remaining)
+        wait_fds(hub, rfds, wfds, remaining)
         result = check()
         if _any(result):
             return result
@@ -91,7 +91,7 @@ def _any(result: Any) -> bool:
     return bool(result)
 
 
-def _wait_fds(hub: Hub, rfds: Iterable[int], wfds: Iterable[int], timeout: float | None) -> None:
+def wait_fds(hub: Hub, rfds: Iterable[int], wfds: Iterable[int], timeout: float | None) -> None:
     """Block until any of the fds may be ready, or ``timeout`` passes."""
     waiter = Waiter(hub)
 
@@ -286,4 +286,3 @@ if _epoll is not None:
             self.close()
 
 __implements__ = ["select", "poll"] + (["epoll"] if _epoll is not None else [])
-_ = _TIMEDOUT

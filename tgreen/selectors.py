@@ -29,11 +29,12 @@ the plain original selector.
 from __future__ import annotations
 
 import types
-from asyncio import events as _events
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import _originals
 from . import select as _green_select
+from ._asyncio_state import running_loop as _get_running_loop
+from .hub import serves as _serves
 
 if TYPE_CHECKING:   # the snapshot is the stdlib module, typed as such
     import selectors as _std
@@ -46,14 +47,8 @@ del _name, _value
 
 __all__ = [n for n in dir(_std) if not n.startswith("_") and n[0].isupper()]
 
-_get_running_loop = _events._get_running_loop
 _real_poll = _originals.get("select", "poll")
 
-
-def _serves(sel: Any, loop: Any) -> bool:
-    """Is ``sel`` the selector of ``loop`` (directly or under the hub's guard)?"""
-    own = getattr(loop, "_selector", None)
-    return own is sel or getattr(own, "_sel", None) is sel
 
 
 def _fds_to_wait(sel: Any) -> tuple[list[int], list[int]]:
@@ -106,7 +101,7 @@ def _select_for_loop(sel: Any, loop: Any, timeout: float | None,
         return ready
     rfds, wfds = _fds_to_wait(sel)
     try:
-        _green_select._wait_fds(hub, rfds, wfds, timeout)
+        _green_select.wait_fds(hub, rfds, wfds, timeout)
     except BlockingFromHubError:
         _block_for_real(sel, timeout)
     return base(0)

@@ -150,7 +150,7 @@ def _dispatch(signum: int, frame: Any) -> None:
     hub = peek_hub()
     interrupted = getcurrent()
     if hub is None or hub.loop.is_closed() or (
-            not hub.loop.is_running() and hub._runner is None):
+            not hub.has_runner()):
         _run_now_coalesced(signum, frame, interrupted)
         _wake_pausers(hub)
         return
@@ -238,8 +238,8 @@ class _HandlerGreenlet(Greenlet):
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             return  # Greenlet.run forwarded it to the main greenlet already
         if (target is not None and not target.dead and target is not self
-                and (target is not hub.root or hub._runner is not None)):
-            hub.loop.call_soon(hub._throw, target, exc)
+                and (target is not hub.root or hub.runner is not None)):
+            hub.loop.call_soon(hub.throw, target, exc)
         else:
             hub.handle_error(self, exc)
 

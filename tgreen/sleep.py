@@ -35,7 +35,7 @@ def sleep(seconds: float = 0) -> None:
     # Cancelling the handle in `finally` makes a wake-up that arrives after the
     # greenlet was killed out of its sleep harmless.
     # While the loop is not running, this greenlet becomes its runner and
-    # must be woken by stopping the loop (hub._resume); otherwise a direct
+    # must be woken by stopping the loop (hub.resume); otherwise a direct
     # switch is the cheapest wake-up there is.
     if loop.is_running():
         # The timer switches straight in, passing _SLEPT: then it has run and
@@ -59,7 +59,7 @@ def sleep(seconds: float = 0) -> None:
 
 
 def _resumer(hub: Hub, cur: greenlet) -> Callable[[], None]:
-    return lambda: hub._resume(cur, None)
+    return lambda: hub.resume(cur, None)
 
 
 def idle() -> None:

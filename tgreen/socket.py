@@ -79,8 +79,8 @@ def _wait(sock: "socket", reading: bool, deadline: float | None) -> bool:
     fd = _csock.fileno(sock)
     hub = _current_hub()
     if hub is not None:
-        if sock._hub is not hub:
-            sock._hub = hub  # where close/collection must end the registration
+        if sock._hub is not hub:  # noqa: SLF001 - the socket class of this module
+            sock._hub = hub  # noqa: SLF001  # where close/collection must end the registration
         if reading:
             return hub.wait_read(fd, timeout, sock)
         return hub.wait_write(fd, timeout, sock)
@@ -188,7 +188,8 @@ class socket(_StdSocket):
     sendmsg = _io_method("sendmsg", False)
 
     accept = _rebind(_StdSocket.accept)
-    _sendfile_use_sendfile = _rebind(_StdSocket._sendfile_use_sendfile)
+    # The stdlib socket.sendfile calls this private method by name.
+    _sendfile_use_sendfile = _rebind(_StdSocket._sendfile_use_sendfile)  # noqa: SLF001
 
     def sendall(self, data, flags: int = 0) -> None:
         """Send all of ``data``; with a timeout, the whole call has that long."""

@@ -147,7 +147,8 @@ class SSLSocket(_StdSSLSocket, _gsocket.socket):
     _sslobj: Any    # the stdlib's: the TLS object (_ssl._SSLSocket), None unwrapped
 
     # Rule 2: the stdlib's constructor, reading the frozen original globals.
-    _create: Any = classmethod(_rebind(_StdSSLSocket._create.__func__, _std.__dict__, __name__))
+    # SSLContext.wrap_socket builds sockets through this private classmethod.
+    _create: Any = classmethod(_rebind(_StdSSLSocket._create.__func__, _std.__dict__, __name__))  # noqa: SLF001
 
     def do_handshake(self, block: bool = False) -> None:
         """Perform the TLS handshake (``block=True``: even when non-blocking)."""
@@ -279,7 +280,7 @@ def server_context(certfile: str, keyfile: str | None = None, password: Any = No
 
 # -- patching ----------------------------------------------------------------
 
-_pinned_create = _rebind(_StdSSLSocket._create.__func__, _std.__dict__, "ssl")
+_pinned_create = _rebind(_StdSSLSocket._create.__func__, _std.__dict__, "ssl")  # noqa: SLF001
 _is_patched = False
 
 
@@ -290,7 +291,7 @@ def __patch__(patch: Callable[[str, dict], None]) -> None:
         return
     _is_patched = True
     # Rule 2: the original constructor must not depend on the name we replace.
-    _StdSSLSocket._create = classmethod(_pinned_create)
+    _StdSSLSocket._create = classmethod(_pinned_create)  # noqa: SLF001
     import warnings
 
     from .monkey import MonkeyPatchWarning

@@ -73,6 +73,10 @@ __all__ = list(_std.__all__)
 _StdPopen: Any = _std.Popen
 _WNOHANG = os.WNOHANG
 _READ_CHUNK = 256 * 1024
+_read = _originals.get("os", "read")
+_write = _originals.get("os", "write")
+_POLLIN = _originals.get("select", "POLLIN")
+_POLLOUT = _originals.get("select", "POLLOUT")
 
 
 # -- the stdlib's __init__, creating green pipe objects -----------------------------
@@ -238,10 +242,10 @@ class Popen(_StdPopen):
                     writing = not self.stdin.closed
                 for fd, f in list(rfds.items()):
                     while True:
-                        if fd in blocking and not gos._poll_now(fd, gos._POLLIN):
+                        if fd in blocking and not gos.poll_now(fd, _POLLIN):
                             break
                         try:
-                            data = gos._read(fd, _READ_CHUNK)
+                            data = _read(fd, _READ_CHUNK)
                         except BlockingIOError:
                             break
                         if not data:
@@ -273,11 +277,11 @@ class Popen(_StdPopen):
         total = len(input_view)
         wrote = False
         while self._input_offset < total:
-            if blocking and not gos._poll_now(wfd, gos._POLLOUT):
+            if blocking and not gos.poll_now(wfd, _POLLOUT):
                 return wrote
             end = self._input_offset + _PIPE_BUF if blocking else total
             try:
-                n = gos._write(wfd, input_view[self._input_offset:end])
+                n = _write(wfd, input_view[self._input_offset:end])
             except BlockingIOError:
                 return wrote
             except BrokenPipeError:

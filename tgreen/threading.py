@@ -66,9 +66,11 @@ from greenlet import getcurrent
 from . import _originals
 from . import _thread as _gthread
 from . import event as _event
-from ._thread import RLock, get_ident
-from ._thread import _local as local
-from ._thread import allocate_lock as Lock
+from ._locks import RLock
+from ._locks import allocate_lock as Lock
+from ._threadlocal import local
+from ._threads import ThreadHandle, get_ident, main_os_ident, make_thread_handle
+from .hub import get_hub
 
 __all__ = ["Lock", "RLock", "ThreadPoolExecutor", "get_ident", "local", "pristine_threading"]
 
@@ -279,7 +281,7 @@ def _make_dummy_thread_class(std: types.ModuleType) -> type:
 
             def forget(_: Any = None) -> None:
                 t = me()
-                if t is not None and isinstance(getattr(t, "_handle", None), _gthread._ThreadHandle):
+                if t is not None and isinstance(getattr(t, "_handle", None), ThreadHandle):
                     t._handle._set_done()  # 3.13+: is_alive() turns False
                 if active.get(ident) is t:
                     active.pop(ident, None)
@@ -332,10 +334,10 @@ def _make_excepthook(std: types.ModuleType) -> Any:
         if args.exc_type is SystemExit:
             return
         if (isinstance(args.exc_type, type) and issubclass(args.exc_type, KeyboardInterrupt)
-                and _c_get_ident() == _gthread._main_os_ident and getcurrent().parent is not None):
+                and _c_get_ident() == main_os_ident and getcurrent().parent is not None):
             # Ctrl-C landed in a green thread because it happened to run; with
             # OS threads it would have gone to the main thread. Send it there.
-            _gthread.get_hub().raise_in_main(args.exc_value)
+            get_hub().raise_in_main(args.exc_value)
             return
         if sys is not None and sys.stderr is not None:
             stderr = sys.stderr
@@ -356,7 +358,7 @@ def _make_excepthook(std: types.ModuleType) -> Any:
 
 def _make_interrupt_main(hub_of: Any) -> Any:
     original = _originals.get("_thread", "interrupt_main")
-    main_os = _gthread._main_os_ident
+    main_os = main_os_ident
 
     def interrupt_main(signum: int = 2, /) -> None:
         """Simulate the arrival of signal ``signum`` in the main thread.
@@ -498,12 +500,12 @@ def __patch__(patch: Any) -> None:
     shutdown = _make_shutdown(std, pristine)
     excepthook = _make_excepthook(std)
     green_thread["_excepthook"] = excepthook
-    green_thread["interrupt_main"] = _make_interrupt_main(_gthread.get_hub)
+    green_thread["interrupt_main"] = _make_interrupt_main(get_hub)
     patch("_thread", green_thread)
     if "_thread_local_info" in std.__dict__:
         # 3.13+: where a dummy thread parks the object whose deletion, when
         # its thread ends, drops it from _active: per greenlet, then.
-        green_threading["_thread_local_info"] = _gthread._local()
+        green_threading["_thread_local_info"] = local()
     patch("threading", {
         **green_threading,
         "_DummyThread": _make_dummy_thread_class(std),
@@ -515,7 +517,7 @@ def __patch__(patch: Any) -> None:
     })
     import _threading_local
 
-    patch("_threading_local", {"local": _gthread._local})
+    patch("_threading_local", {"local": local})
 
     _green_main_thread_end(std)
     _fix_logging_locks()
@@ -540,7 +542,7 @@ def _green_main_thread_end(std: types.ModuleType) -> None:
         return
     if "_thread_shutdown" in std.__dict__:  # 3.13+
         _main_real_tstate_lock = main._handle
-        main._handle = _gthread._make_thread_handle(main._ident)
+        main._handle = make_thread_handle(main._ident)
         return
     if main._tstate_lock is None:
         return

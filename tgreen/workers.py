@@ -486,7 +486,7 @@ def _worker_main(wid: int, master_pid: int, sockets: list, cfg: Config, app_spec
     # Anything failing before the server runs is a boot error: the master
     # stops instead of respawning a worker that can never serve.
     try:
-        _postfork._set_worker_id(wid)
+        _postfork.set_worker_id(wid)
         if cfg.loop:
             loop_mod.set_loop_kind(cfg.loop)
         loop = loop_mod.new_event_loop()

@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from ..hub import _TIMEDOUT, Waiter
+from ..hub import TIMEDOUT, Waiter
 
 __all__ = ["Input", "ClientDisconnected", "RequestError", "HIGH_WATER", "LOW_WATER"]
 
@@ -133,7 +133,7 @@ class Input:
             self._waiter = None
         if self._error is not None:
             raise self._error
-        if result is _TIMEDOUT:
+        if result is TIMEDOUT:
             exc = RequestError(408, "request body timed out")
             self._error = exc
             conn.body_timed_out()

@@ -491,13 +491,13 @@ class HttpProtocol(asyncio.Protocol):
         """Block the core until the transport's buffer drains below its low
         mark (``resume_writing``); ClientDisconnected if the client is gone
         or does not read for ``write_timeout``."""
-        from ..hub import _TIMEDOUT, Waiter
+        from ..hub import TIMEDOUT, Waiter
 
         while self.write_paused and not self.closed:
             w = self._drain_waiter = Waiter(self.hub)
             result = w.get(self.cfg.write_timeout or None, "writing a response")
             self._drain_waiter = None
-            if result is _TIMEDOUT:
+            if result is TIMEDOUT:
                 self.abort()
                 raise ClientDisconnected("client did not read the response in time")
         if self.closed:

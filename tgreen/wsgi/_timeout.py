@@ -12,7 +12,7 @@ connection is aborted (a truncated response must look truncated), and the
 core goes back to the pool. ::
 
     core:  stamp(req) -> app ... waits ...
-    sweep: expire(server, now) -> hub._throw(core, RequestTimeout)
+    sweep: expire(server, now) -> hub.throw(core, RequestTimeout)
     core:  run_request: except RequestTimeout -> timed_out() -> 504 / abort
 
 A request that holds the loop itself (a CPU loop, a blocking C call) cannot
@@ -72,7 +72,7 @@ def expire(server: WSGIServer, now: float) -> None:
         if req is None or not req.run_deadline or req.core is None or req.core.dead:
             continue
         req.run_deadline = now + timeout   # rule 2
-        server.hub._throw(req.core, RequestTimeout(timeout))
+        server.hub.throw(req.core, RequestTimeout(timeout))
 
 
 def timed_out(resp: _Response, conn: HttpProtocol, exc: RequestTimeout) -> None:

@@ -114,7 +114,7 @@ class _Atoms:
     def __init__(self, log: AccessLog, conn: HttpProtocol, req: Any, resp: Any, env: Any, d: float) -> None:
         self.log, self.conn, self.req, self.resp, self.env, self.d = log, conn, req, resp, env, d
 
-    def _environ(self) -> dict:
+    def environ(self) -> dict:
         env = self.env
         if env is None:
             env = self.conn.environ if self.conn is not None else {}
@@ -134,7 +134,7 @@ class _Atoms:
             elif kind == "o":
                 v = _response_header(self.resp, name)
             else:
-                env = self._environ()
+                env = self.environ()
                 v = env.get(name, env.get(name.upper()))
                 v = None if v is None else str(v)
         return "-" if v is None or v == "" else v
@@ -153,7 +153,7 @@ def _response_header(resp: Any, name: str) -> str | None:
 
 
 def _user(a: _Atoms) -> str | None:
-    env = a._environ()
+    env = a.environ()
     user = env.get("REMOTE_USER")
     if user:
         return _safe(str(user))
@@ -177,20 +177,20 @@ def _size(a: _Atoms) -> int:
 
 
 _ATOM_FNS = {
-    "h": lambda a: a._environ().get("REMOTE_ADDR") or None,
+    "h": lambda a: a.environ().get("REMOTE_ADDR") or None,
     "l": lambda a: "-",
     "u": _user,
     "t": lambda a: a.log.clf_time(),
     "r": _request_line,
     "m": lambda a: _safe(a.req.method),
     "U": lambda a: _safe(a.env["PATH_INFO"]) if a.env else _safe(a.req.url.decode("latin-1").split("?")[0]),
-    "q": lambda a: _safe(a._environ().get("QUERY_STRING", "")),
+    "q": lambda a: _safe(a.environ().get("QUERY_STRING", "")),
     "H": lambda a: f"HTTP/{a.req.version}",
     "s": lambda a: str(a.resp.code),
     "B": lambda a: str(_size(a)),
     "b": lambda a: str(_size(a)) if _size(a) else "-",
-    "f": lambda a: _safe(a._environ().get("HTTP_REFERER", "")),
-    "a": lambda a: _safe(a._environ().get("HTTP_USER_AGENT", "")),
+    "f": lambda a: _safe(a.environ().get("HTTP_REFERER", "")),
+    "a": lambda a: _safe(a.environ().get("HTTP_USER_AGENT", "")),
     "T": lambda a: str(int(a.d)),
     "M": lambda a: str(int(a.d * 1e3)),
     "D": lambda a: str(int(a.d * 1e6)),

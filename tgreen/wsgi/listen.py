@@ -42,7 +42,8 @@ if TYPE_CHECKING:   # the snapshot is the stdlib module, typed as such
     import socket
 else:
     socket = _originals.module("socket")
-_csock_accept = _socket.socket._accept  # type: ignore[attr-defined]  # CPython's, not in typeshed
+# The C accept (fd, address): no Python socket object per connection.
+_csock_accept = _socket.socket._accept  # type: ignore[attr-defined]  # noqa: SLF001 - CPython's, not in typeshed
 
 __all__ = ["ServerAcceptor", "SocketAcceptor", "bind", "describe", "make_acceptor"]
 

@@ -226,6 +226,10 @@ class Recorder:
     per-request path (rule 1); ``tick`` publishes the gauges."""
 
     def __init__(self, block: Block, slot: int, server: Any) -> None:
+        # Set by attach(): what start() serves (sockets or --metrics-bind)
+        # and the block it shows (every worker's, not only this slot).
+        self.listen: Any = None
+        self.shown = block
         if slot < 0:
             block, slot = Block(1, shared=False), 0
         self.block = block
@@ -471,8 +475,8 @@ def attach(server: Any, block: Block | None = None, slot: int = 0, sockets: Any 
         block = Block(1, shared=False)
         slot = 0
     server.metrics = Recorder(block, slot, server)
-    server._metrics_listen = sockets if sockets is not None else server.cfg.metrics_bind
-    server._metrics_block = block
+    # Where start() serves the metrics: passed sockets or --metrics-bind.
+    server.metrics.listen = sockets if sockets is not None else server.cfg.metrics_bind
 
 
 def start(server: Any) -> None:
@@ -482,7 +486,7 @@ def start(server: Any) -> None:
     rec = server.metrics
     rec.start()
     cfg = server.cfg.replace(cores=8, access_log=None, metrics_bind=None, max_requests=0)
-    ms = WSGIServer(server._metrics_listen, metrics_app(server._metrics_block), config=cfg)
+    ms = WSGIServer(rec.listen, metrics_app(rec.shown), config=cfg)
     ms.start()
     server.metrics_server = ms
 
