@@ -182,7 +182,7 @@ def accept(environ: dict, *, subprotocols: tuple[str, ...] | list[str] = (),
     if take_over is not None:
         take_over()          # tgreen's server: stop reading this connection first
     ws = WebSocket(sock, conn, environ, chosen, max_message_size, send_timeout, close_timeout)
-    ws._write(reply)
+    ws._write(reply)  # noqa: SLF001 - the class of this module
     return ws
 
 
@@ -501,7 +501,8 @@ class WebSocket:
 
 def _green_settimeout(sock: green_socket.socket) -> Callable[[float | None], None]:
     def settimeout(value: float | None) -> None:
-        sock._timeout = value
+        # tgreen.socket's timeout without settimeout()'s fcntl calls (above).
+        sock._timeout = value  # noqa: SLF001
     return settimeout
 
 

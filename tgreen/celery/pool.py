@@ -161,7 +161,7 @@ def _throw(job: Job, exc: BaseException) -> None:
     """Raise ``exc`` in the job's task, from a loop callback (rule 1)."""
     g = job.greenlet
     if job.in_task and g is not None and not g.dead:
-        get_hub()._throw(g, exc)
+        get_hub().throw(g, exc)
 
 
 # -- the pool ----------------------------------------------------------------------------

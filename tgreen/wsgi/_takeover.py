@@ -133,7 +133,7 @@ def offer(conn: Any, env: dict) -> None:
         sock = TakeoverSocket(raw.family, raw.type, raw.proto, fileno=os.dup(raw.fileno()))
     except OSError:
         return
-    sock._conn = conn
+    sock._conn = conn  # noqa: SLF001 - TakeoverSocket, this module's
     conn.takeover_socket = sock
     env["gunicorn.socket"] = sock
 
@@ -157,5 +157,5 @@ def release(conn: Any) -> None:
     connection itself ends through the normal path (``keep`` is False)."""
     sock = conn.takeover_socket
     conn.takeover_socket = None
-    sock._conn = None
+    sock._conn = None  # noqa: SLF001
     sock.close()
