@@ -270,6 +270,12 @@ class Waiter:
             self.greenlet = None
             self.hub.throw(g, exc)
 
+    def schedule(self, value: Any = None) -> None:
+        """Wake the waiter from anywhere in this thread, deferred to the loop
+        (rule 1): for code that is not a loop callback itself (tgreen.celery
+        hands a job to an idle worker this way)."""
+        self.hub.loop.call_soon(self.switch, value)
+
 
 def _root_of(g: greenlet) -> greenlet:
     while g.parent is not None:
