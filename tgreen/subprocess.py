@@ -60,8 +60,8 @@ del _name, _value
 # The stdlib names this module's own code uses, bound again by name so that
 # readers, linters and type checkers see where they come from.
 TimeoutExpired = _std.TimeoutExpired
-_PIPE_BUF: int = _std._PIPE_BUF
-_time = _std._time
+_PIPE_BUF: int = getattr(_originals.module("select"), "PIPE_BUF", 512)  # as subprocess computes it
+_time = _originals.get("time", "monotonic")  # subprocess's _time
 
 __implements__ = ["Popen"]
 __extensions__ = ["run", "call", "check_call", "check_output", "getoutput",
