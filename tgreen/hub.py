@@ -53,7 +53,7 @@ Rules of this file:
 2. An fd's reader is registered with the loop on its first wait and kept while
    the fd lives; later waits only swap the waiting greenlet. Adding/removing the
    reader on every wait costs more than half the ping-pong throughput
-   (measured in DESIGN.md). Because registrations outlive waits, their
+   (measured: docs/design.md, section 8). Because registrations outlive waits, their
    lifetime has rules of its own, below ("Registrations").
 3. Waits return sentinels (``TIMEDOUT``, ``CLOSED``) instead of having
    exceptions thrown into them, so the runner can be woken the same way.

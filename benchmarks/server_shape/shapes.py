@@ -1,5 +1,5 @@
 """Two minimal server shapes for the same hello-world WSGI app, to choose the
-architecture of ``tgreen.wsgi`` by measurement (DESIGN.md, "The WSGI server").
+architecture of ``tgreen.wsgi`` by measurement (docs/design.md, "The server's data path").
 
 * ``greenlet``: gevent.pywsgi's shape. An accept greenlet; one greenlet per
   connection reads a green socket, feeds httptools, calls the app inline and

@@ -20,7 +20,7 @@ server-sent-events stream) has each chunk flushed as soon as it blocks.
 *Fairness.* A core yields to the loop when its write would block (the
 transport paused writing: it waits for ``resume_writing``) or when it has
 run for ``SLICE`` seconds since it last yielded, not after every chunk: one
-loop round trip per chunk made the seed 3x slower than gevent (DESIGN.md).
+loop round trip per chunk made the seed 3x slower than gevent (docs/design.md, section 8).
 
 Rules of this file:
 
