@@ -104,13 +104,12 @@ class LockType:
                     raise
             self._os_owner = _c_get_ident()
             return True
+        wait: float | None = None   # forever
         if timeout != -1 or not blocking:
-            timeout = check_timeout(blocking, timeout)
-            if not blocking or timeout == 0:
+            wait = check_timeout(blocking, timeout)
+            if not blocking or wait == 0:
                 return False
-        else:
-            timeout = None
-        return self._acquire_contended(timeout)
+        return self._acquire_contended(wait)
 
     def _acquire_contended(self, timeout: float | None) -> bool:
         me = _c_get_ident()

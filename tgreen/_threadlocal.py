@@ -48,7 +48,7 @@ class _TypeInfo:
                     self.data[name] = attr
                 else:
                     self.other[name] = attr
-        init = cls.__init__
+        init = cls.__init__  # type: ignore[misc]  # the class's own, read off the class
         self.init = None if init is object.__init__ else init
 
 

@@ -110,7 +110,7 @@ class _ThreadGreenletMixin:
 
     _tgreen_thread = True
 
-    def run(self) -> None:  # type: ignore[override]
+    def run(self) -> None:
         global _green_count
         fn = self._run  # type: ignore[attr-defined]
         exc: BaseException | None = None
@@ -186,7 +186,7 @@ def _report_unraisable(exc: BaseException, fn: Any) -> None:
         object = obj
 
     try:
-        hook(UnraisableHookArgs)
+        hook(UnraisableHookArgs)  # type: ignore[arg-type]  # duck-typed, as CPython's struct
     except Exception:  # noqa: BLE001
         pass
 
@@ -245,10 +245,10 @@ def _run_real_thread(function: Callable[..., Any], args: tuple, kwargs: dict,
     """``start_new_thread`` in a real thread: the same end-of-thread duties as
     a green thread (sentinels, locals, handle), since those objects are green."""
     g = getcurrent()
-    g._tgreen_thread = True
+    g._tgreen_thread = True  # type: ignore[attr-defined]  # marks a greenlet as a thread
     if handle is not None:
         handle._ident = _c_get_ident()
-        g._tgreen_handle = handle
+        g._tgreen_handle = handle  # type: ignore[attr-defined]
     try:
         function(*args, **kwargs)
     except SystemExit:

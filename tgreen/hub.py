@@ -129,7 +129,7 @@ from greenlet import getcurrent, greenlet
 from . import _asyncio_state, _originals
 
 if TYPE_CHECKING:
-    pass
+    import selectors
 
 __all__ = [
     "Hub",
@@ -794,7 +794,7 @@ class SelectorWrapper:
     """
 
     def __init__(self, inner: Any) -> None:
-        self.inner = inner
+        self.inner: selectors.BaseSelector = inner
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

@@ -133,7 +133,7 @@ class Monitor:
         self._beat: _Heartbeat | None = None
         self._wrapped: SelectorWrapper | None = wrap_selector(loop, _Turns)
         if self._wrapped is not None:
-            self.counter = self._wrapped  # type: ignore[assignment]
+            self.counter = self._wrapped
         else:
             self._beat = self.counter = _Heartbeat(loop, threshold / 2)  # type: ignore[assignment]
         # Sampling state (watchdog thread only).
@@ -274,7 +274,7 @@ def _thread_name(ident: int) -> str:
     try:
         # threading._active: the only map from ident to Thread without
         # enumerate()'s lock, which the watchdog thread must not take.
-        t = threading._active.get(ident) if threading else None  # type: ignore[union-attr]  # noqa: SLF001
+        t = threading._active.get(ident) if threading else None  # noqa: SLF001
         return t.name if t is not None else str(ident)
     except Exception:  # noqa: BLE001
         return str(ident)
